@@ -1,0 +1,265 @@
+"""The input contract (DESIGN §3, schema_version 1): one pydantic model per event type.
+
+`Event` is the discriminated union on `type`; `parse_event` / `parse_events`
+validate raw JSON bytes the way every entry point (replay, the worker) does,
+so a message is judged the same wherever it arrives. Unknown extra fields are
+ignored, so producers can add fields before the contract names them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
+
+from schemas.channels import Channel, derive_channel
+
+SCHEMA_VERSION = 1
+
+
+def _rfc3339_only(value: Any) -> Any:
+    """Refuse epoch numbers, which pydantic would otherwise read as datetimes."""
+    if isinstance(value, (str, datetime)):
+        return value
+    raise ValueError("must be an RFC 3339 timestamp string with an offset, e.g. 2026-11-23T09:00:00Z")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
+"""RFC 3339 with an offset; a timestamp without one is bad input (DESIGN §3)."""
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=20, decimal_places=6)]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")]
+EntityId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class EventType(StrEnum):
+    SITE_VISIT = "site_visit"
+    FORM_FILL = "form_fill"
+    STAGE_CHANGE = "stage_change"
+    SUBSCRIPTION = "subscription"
+    SPEND = "spend"
+
+
+class FormType(StrEnum):
+    CONTACT = "contact"
+    DEMO_REQUEST = "demo_request"
+    TRIAL_SIGNUP = "trial_signup"
+    NEWSLETTER = "newsletter"
+    CONTENT_DOWNLOAD = "content_download"
+    WEBINAR_REGISTRATION = "webinar_registration"
+    EVENT_REGISTRATION = "event_registration"
+    OTHER = "other"
+
+
+class Stage(StrEnum):
+    SUBSCRIBER = "subscriber"
+    LEAD = "lead"
+    MQL = "mql"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+    DISQUALIFIED = "disqualified"
+    LOST = "lost"
+
+
+FUNNEL_STAGES: tuple[Stage, ...] = (
+    Stage.SUBSCRIBER,
+    Stage.LEAD,
+    Stage.MQL,
+    Stage.SQL,
+    Stage.OPPORTUNITY,
+    Stage.CUSTOMER,
+)
+"""The ordered stages; `disqualified` and `lost` are exits, not steps."""
+
+EXIT_STAGES = frozenset({Stage.DISQUALIFIED, Stage.LOST})
+
+
+class SubscriptionStatus(StrEnum):
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    CANCELLED = "cancelled"
+
+
+class BillingInterval(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class SpendCategory(StrEnum):
+    MARKETING = "marketing"
+    SALES = "sales"
+
+
+class Utm(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    source: str | None = None
+    medium: str | None = None
+    campaign: str | None = None
+    term: str | None = None
+    content: str | None = None
+
+
+class EventBase(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    occurred_at: Timestamp
+    source: str | None = None
+    schema_version: Literal[1] = 1
+
+    @property
+    def occurred_ms(self) -> int:
+        """Event time as integer epoch milliseconds, the unit of all hot state."""
+        return int(self.occurred_at.timestamp() * 1000)
+
+
+class SiteVisit(EventBase):
+    """One web session (topic `site.visits`, key `visitor_id`)."""
+
+    type: Literal["site_visit"] = "site_visit"
+    session_id: EntityId
+    visitor_id: EntityId
+    contact_id: EntityId | None = None
+    channel: Channel | None = Field(
+        default=None,
+        description="When absent, derived from utm and referrer like GA4's default channel grouping.",
+    )
+    utm: Utm | None = None
+    referrer: str | None = None
+    landing_page: str | None = None
+    pageviews: Annotated[int, Field(ge=1)]
+    engaged_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    pages: list[str] | None = None
+
+    @model_validator(mode="after")
+    def derive_missing_channel(self) -> SiteVisit:
+        if self.channel is None:
+            has_utm = self.utm is not None and any(self.utm.model_dump().values())
+            utm = self.utm or Utm()
+            derived = derive_channel(utm.source, utm.medium, has_utm, self.referrer)
+            object.__setattr__(self, "channel", derived)
+        return self
+
+    @property
+    def resolved_channel(self) -> Channel:
+        """The session's channel; always set after validation."""
+        return self.channel or Channel.DIRECT
+
+    @property
+    def campaign(self) -> str | None:
+        return self.utm.campaign if self.utm else None
+
+    @property
+    def viewed_pricing(self) -> bool:
+        """A path starting `/pricing` among the session's pages (or its landing page)."""
+        paths = list(self.pages or [])
+        if self.landing_page:
+            paths.append(self.landing_page)
+        return any(p.startswith("/pricing") for p in paths)
+
+
+class FormFill(EventBase):
+    """A form submission (topic `form.fills`, key `contact_id`)."""
+
+    type: Literal["form_fill"] = "form_fill"
+    form_id: EntityId
+    form_type: FormType
+    contact_id: EntityId
+    visitor_id: EntityId | None = None
+    session_id: EntityId | None = None
+    channel: Channel | None = Field(
+        default=None,
+        description="When absent: derived from utm if given, else the visitor's last session supplies it.",
+    )
+    utm: Utm | None = None
+
+    @model_validator(mode="after")
+    def derive_channel_from_utm(self) -> FormFill:
+        if self.channel is None and self.utm is not None and any(self.utm.model_dump().values()):
+            object.__setattr__(
+                self, "channel", derive_channel(self.utm.source, self.utm.medium, True, None)
+            )
+        return self
+
+    @property
+    def campaign(self) -> str | None:
+        return self.utm.campaign if self.utm else None
+
+
+class StageChange(EventBase):
+    """A CRM lifecycle stage change (topic `crm.stage_changes`, key `contact_id`)."""
+
+    type: Literal["stage_change"] = "stage_change"
+    contact_id: EntityId
+    account_id: EntityId | None = None
+    to_stage: Stage
+    from_stage: Stage | None = None
+    amount: Money | None = None
+    currency: CurrencyCode | None = None
+    reason: str | None = None
+
+
+class Subscription(EventBase):
+    """Full current state of one subscription after a change (topic `billing.subscriptions`, key `account_id`)."""
+
+    type: Literal["subscription"] = "subscription"
+    account_id: EntityId
+    subscription_id: EntityId
+    status: SubscriptionStatus
+    plan: str | None = None
+    amount: Money
+    currency: CurrencyCode
+    interval: BillingInterval
+    interval_count: Annotated[int, Field(ge=1)] = 1
+    quantity: Annotated[int, Field(ge=0)] = 1
+
+
+class Spend(EventBase):
+    """Marketing or sales spend (topic `marketing.spend`, key `channel`)."""
+
+    type: Literal["spend"] = "spend"
+    channel: Channel
+    campaign: str | None = None
+    category: SpendCategory
+    amount: Money
+    currency: CurrencyCode
+
+
+Event = Annotated[
+    SiteVisit | FormFill | StageChange | Subscription | Spend,
+    Field(discriminator="type"),
+]
+"""Any input event, chosen by its `type`."""
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+TOPIC_OF_TYPE: dict[EventType, str] = {
+    EventType.SITE_VISIT: "site.visits",
+    EventType.FORM_FILL: "form.fills",
+    EventType.STAGE_CHANGE: "crm.stage_changes",
+    EventType.SUBSCRIPTION: "billing.subscriptions",
+    EventType.SPEND: "marketing.spend",
+}

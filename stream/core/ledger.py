@@ -1,0 +1,174 @@
+"""Folding events into entity states and totals, the way the worker will, without Kafka.
+
+A `Shard` is one partition's worth of state: the entities whose key hashes to
+it and the totals they contribute. A `Ledger` is a set of shards plus the
+router that sends each event, and each link a reducer emits, to the shard of
+its entity — in `replay` and the tests a loop, in the worker a repartition
+topic. Folding split across shards and merging the totals gives exactly what
+one shard gives: that is the contract the tests hold the reducers to.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+from schemas.events import Event, FormFill, SiteVisit, Spend, StageChange, Subscription
+from stream.core import acquisition, funnel, revenue, traffic
+from stream.core.links import AccountLink, EntityKind, Item, Step, Touch, VisitorLink, entity_of
+from stream.core.policy import Policy, UnknownCurrency
+from stream.core.totals import Totals
+from stream.core.windows import to_datetime
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+class RejectedEvent(ValueError):
+    """A valid-looking event that cannot be counted (late, unknown currency): it goes to the dead letter."""
+
+
+@dataclass(slots=True)
+class Shard:
+    """The entity states of one partition and the totals they contribute."""
+
+    policy: Policy
+    visitors: dict[str, traffic.VisitorState] = field(default_factory=dict)
+    contacts: dict[str, funnel.ContactState] = field(default_factory=dict)
+    accounts: dict[str, revenue.AccountState] = field(default_factory=dict)
+    channels: dict[str, acquisition.SpendState] = field(default_factory=dict)
+    totals: Totals = field(default_factory=Totals)
+
+    def fold(self, item: Item) -> Step:
+        """Fold one item addressed to an entity of this shard; apply its delta; return the step."""
+        step = self._step(item)
+        if not step.duplicate:
+            self.totals.apply(step.delta)
+        return step
+
+    def _step(self, item: Item) -> Step:
+        policy = self.policy
+        if isinstance(item, SiteVisit):
+            return traffic.apply_site_visit(_get(self.visitors, item.visitor_id, traffic.VisitorState), item)
+        if isinstance(item, VisitorLink):
+            return traffic.apply_visitor_link(_get(self.visitors, item.visitor_id, traffic.VisitorState), item)
+        if isinstance(item, StageChange):
+            return funnel.apply_stage_change(
+                _get(self.contacts, item.contact_id, funnel.ContactState), item, policy
+            )
+        if isinstance(item, FormFill):
+            return funnel.apply_form_fill(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
+        if isinstance(item, Touch):
+            return funnel.apply_touch(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
+        if isinstance(item, Subscription):
+            return revenue.apply_subscription(
+                _get(self.accounts, item.account_id, revenue.AccountState), item, policy
+            )
+        if isinstance(item, AccountLink):
+            return revenue.apply_account_link(
+                _get(self.accounts, item.account_id, revenue.AccountState), item, policy
+            )
+        if isinstance(item, Spend):
+            return acquisition.apply_spend(
+                _get(self.channels, item.channel.value, acquisition.SpendState), item, policy
+            )
+        raise TypeError(f"not an event or link: {item!r}")
+
+
+S = TypeVar("S")
+
+
+def _get(states: dict[str, S], key: str, new: type[S]) -> S:
+    state = states.get(key)
+    if state is None:
+        state = states[key] = new()
+    return state
+
+
+def shard_index(kind: EntityKind, key: str, shards: int) -> int:
+    """Stable placement of an entity; any stable hash works as long as every item agrees."""
+    return zlib.crc32(f"{kind}:{key}".encode()) % shards
+
+
+@dataclass(slots=True)
+class FoldCounts:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+class Ledger:
+    """Folds events through the reducers across `shards` partitions, routing links between them."""
+
+    __slots__ = ("counts", "policy", "shards", "watermark_ms")
+
+    def __init__(self, policy: Policy | None = None, shards: int = 1) -> None:
+        self.policy = policy or Policy()
+        self.shards = [Shard(self.policy) for _ in range(shards)]
+        self.watermark_ms: int | None = None
+        self.counts = FoldCounts()
+
+    def check_lateness(self, event: Event) -> None:
+        """Raise `RejectedEvent` when the event is older than the grace period allows."""
+        grace = self.policy.grace_ms
+        ts = event.occurred_ms
+        if grace is not None and self.watermark_ms is not None and ts < self.watermark_ms - grace:
+            raise RejectedEvent(
+                f"late: occurred_at {event.occurred_at.isoformat()} is more than the grace period "
+                f"({grace // 3_600_000} h) before the newest event seen "
+                f"({to_datetime(self.watermark_ms).isoformat()})"
+            )
+
+    def fold(self, event: Event) -> Outcome:
+        """Fold one event and every link it causes; raises `RejectedEvent` for late or unconvertible input."""
+        try:
+            self.check_lateness(event)
+            # reducers convert money before they change any state, so a rejection leaves none behind
+            first = self._shard_of(event).fold(event)
+        except UnknownCurrency as exc:
+            self.counts.rejected += 1
+            raise RejectedEvent(str(exc)) from exc
+        except RejectedEvent:
+            self.counts.rejected += 1
+            raise
+        outcome = Outcome.DUPLICATE if first.duplicate else Outcome.ACCEPTED
+        pending: deque[Item] = deque(first.emitted)
+        while pending:
+            item = pending.popleft()
+            pending.extend(self._shard_of(item).fold(item).emitted)
+        if outcome is Outcome.DUPLICATE:
+            self.counts.duplicates += 1
+        else:
+            self.counts.accepted += 1
+            ts = event.occurred_ms
+            if self.watermark_ms is None or ts > self.watermark_ms:
+                self.watermark_ms = ts
+        return outcome
+
+    def _shard_of(self, item: Item) -> Shard:
+        kind, key = entity_of(item)
+        return self.shards[shard_index(kind, key, len(self.shards))]
+
+    def fold_all(self, events: Iterable[Event]) -> list[Outcome | RejectedEvent]:
+        outcomes: list[Outcome | RejectedEvent] = []
+        for event in events:
+            try:
+                outcomes.append(self.fold(event))
+            except RejectedEvent as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def totals(self) -> Totals:
+        """The totals of all shards (the shard's own object when there is only one)."""
+        if len(self.shards) == 1:
+            return self.shards[0].totals
+        merged = Totals()
+        for shard in self.shards:
+            merged.merge(shard.totals)
+        return merged

@@ -1,0 +1,81 @@
+"""The choices a metric depends on (DESIGN §4 defaults), and money conversion.
+
+A plain frozen dataclass, so reducers stay free of settings machinery; the
+shell (CLI, worker) builds one from its validated settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from schemas.events import Stage
+from stream.core.windows import DAY_MS
+
+
+class UnknownCurrency(ValueError):
+    """An amount in a currency with no configured rate: bad input, not a crash."""
+
+    def __init__(self, currency: str, reporting: str) -> None:
+        super().__init__(
+            f"unknown currency {currency!r}: no rate to {reporting}; "
+            f"add it to LEADLAG_FX_RATES (e.g. '{currency}=1.08', meaning 1 {currency} = 1.08 {reporting})"
+        )
+        self.currency = currency
+
+
+DEFAULT_STALENESS_DAYS: dict[Stage, int] = {
+    Stage.LEAD: 30,
+    Stage.MQL: 30,
+    Stage.SQL: 30,
+    Stage.OPPORTUNITY: 90,
+}
+
+DEFAULT_STAGE_PROBABILITY: dict[Stage, Decimal] = {
+    Stage.SQL: Decimal("0.1"),
+    Stage.OPPORTUNITY: Decimal("0.3"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DivergencePolicy:
+    """When "traffic up, conversion down" is an alert (DESIGN §4)."""
+
+    window_ms: int = DAY_MS
+    baseline: str = "previous"
+    """`previous`: the same length just before; `week_ago`: the same window 7 days earlier."""
+    sessions_rise: float = 0.20
+    conversion_fall: float = 0.20
+    p_value: float = 0.05
+    min_sessions: int = 200
+    """Minimum sessions in each of the two windows."""
+    min_leads: int = 10
+    """Minimum leads in the baseline window (the fall must be measurable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    reporting_currency: str = "USD"
+    fx_rates: dict[str, Decimal] = field(default_factory=dict)
+    """1 unit of the key currency = value units of the reporting currency."""
+    staleness_days: dict[Stage, int] = field(default_factory=lambda: dict(DEFAULT_STALENESS_DAYS))
+    stage_probability: dict[Stage, Decimal] = field(
+        default_factory=lambda: dict(DEFAULT_STAGE_PROBABILITY)
+    )
+    grace_ms: int | None = None
+    """Events older than the newest seen minus this are late (dead letter); None accepts any."""
+    campaign_top_n: int = 20
+    divergence: DivergencePolicy = field(default_factory=DivergencePolicy)
+
+    def to_reporting(self, amount: Decimal, currency: str | None) -> Decimal:
+        """`amount` in the reporting currency; raises `UnknownCurrency` when no rate is set."""
+        if currency is None or currency == self.reporting_currency:
+            return amount
+        rate = self.fx_rates.get(currency)
+        if rate is None:
+            raise UnknownCurrency(currency, self.reporting_currency)
+        return amount * rate
+
+    def staleness_ms(self, stage: Stage) -> int | None:
+        days = self.staleness_days.get(stage)
+        return None if days is None else days * DAY_MS
