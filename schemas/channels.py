@@ -115,3 +115,6 @@ def derive_channel(
     if referrer:
         return channel_from_referrer(referrer)
     return Channel.DIRECT
+
+NO_CAMPAIGN = "none"
+"""Campaign label of a touch or spend with no campaign."""

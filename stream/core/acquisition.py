@@ -1,2 +1,189 @@
-"""Placeholder; being written."""
-class SpendState: ...
+"""Acquisition (lagging): what marketing and sales spend buys — leads, customers, new MRR.
+
+The spend channel is the entity and its facts are append-only (a spend event
+never changes after the fact), so a fold deduplicates by event_id and adds the
+amount. The read side joins spend with the funnel's lead entries and the
+revenue module's new customers and LTV, all by channel, where a lead's or a
+customer's channel is its first-touch channel.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+
+from schemas.channels import NO_CAMPAIGN
+from schemas.events import Spend, SpendCategory, Stage
+from schemas.snapshot.acquisition import AcquisitionWindow, CampaignAcquisition, ChannelAcquisition
+from stream.core.links import Step
+from stream.core.policy import Policy
+from stream.core.revenue import (
+    MRR_MOVEMENT,
+    NEW_CUSTOMERS,
+    MovementKind,
+    revenue_month,
+    revenue_now,
+)
+from stream.core.totals import Delta, Totals
+from stream.core.windows import Span, month_label
+
+SPEND = "spend"
+"""Money, labels (channel, category, campaign or "none"); the amount at the spend time."""
+STAGE_ENTRIES = "stage_entries"
+"""Written by the funnel, labels (stage, channel, campaign); new leads are its `lead` entries."""
+OTHER_CAMPAIGNS = "other"
+
+
+class SpendState:
+    """The spend event ids already counted for one channel."""
+
+    __slots__ = ("event_ids",)
+
+    def __init__(self) -> None:
+        self.event_ids: set[str] = set()
+
+
+def apply_spend(state: SpendState, event: Spend, policy: Policy) -> Step:
+    """Add a spend event's amount (in the reporting currency) at its time, once per event_id."""
+    if event.event_id in state.event_ids:
+        return Step(duplicate=True)
+    amount = policy.to_reporting(event.amount, event.currency)  # before any change
+    state.event_ids.add(event.event_id)
+    delta = Delta()
+    labels = (event.channel.value, event.category.value, event.campaign or NO_CAMPAIGN)
+    delta.add_money(SPEND, labels, event.occurred_ms, amount)
+    return Step(delta)
+
+
+# -- read side -------------------------------------------------------------------------
+
+
+def _ratio(numerator: Decimal | int, denominator: Decimal | int) -> float | None:
+    return float(Fraction(numerator) / Fraction(denominator)) if denominator else None
+
+
+def cost_per_lead(marketing_spend: Decimal, new_leads: int) -> Decimal | None:
+    """CPL = marketing spend / new leads (a contact's lead moment, in its first-touch channel)."""
+    return marketing_spend / new_leads if new_leads else None
+
+
+def customer_acquisition_cost(total_spend: Decimal, new_customers: int) -> Decimal | None:
+    """CAC = (marketing + sales spend) / new paying customers (accounts with a new-business movement)."""
+    return total_spend / new_customers if new_customers else None
+
+
+def marketing_roi(new_business_mrr: Decimal, marketing_spend: Decimal) -> float | None:
+    """Marketing ROI = (new MRR × 12 − marketing spend) / marketing spend, per channel and period."""
+    return _ratio(new_business_mrr * 12 - marketing_spend, marketing_spend)
+
+
+def ltv_to_cac_ratio(lifetime_value: Decimal | None, cac: Decimal | None) -> float | None:
+    """LTV:CAC = lifetime value / customer acquisition cost."""
+    if lifetime_value is None or cac is None:
+        return None
+    return _ratio(lifetime_value, cac)
+
+
+def cac_payback_months(cac: Decimal | None, arpa: Decimal | None) -> float | None:
+    """CAC payback months = CAC / ARPA: months of an average account's MRR that repay its acquisition."""
+    if cac is None or arpa is None:
+        return None
+    return _ratio(cac, arpa)
+
+
+def _channel_acquisition(
+    marketing: Decimal, sales: Decimal, leads: int, customers: int, new_mrr: Decimal
+) -> ChannelAcquisition:
+    return ChannelAcquisition(
+        marketing_spend=marketing,
+        sales_spend=sales,
+        total_spend=marketing + sales,
+        new_leads=leads,
+        new_customers=customers,
+        new_business_mrr=new_mrr,
+        cost_per_lead=cost_per_lead(marketing, leads),
+        customer_acquisition_cost=customer_acquisition_cost(marketing + sales, customers),
+        marketing_roi=marketing_roi(new_mrr, marketing),
+    )
+
+
+def campaign_acquisition(totals: Totals, span: Span, top_n: int) -> dict[str, CampaignAcquisition]:
+    """Spend and leads by campaign: the `top_n` campaigns by spend, the rest summed as `other`.
+
+    Campaigns are ranked by total spend, then by leads (campaigns with leads and no
+    spend still rank), then by name, so the cut is the same on every run.
+    """
+    marketing = totals.money_total_by(SPEND, span, 2, {1: SpendCategory.MARKETING.value})
+    spend = totals.money_total_by(SPEND, span, 2)
+    leads = {
+        name: round(value)
+        for name, value in totals.total_by(STAGE_ENTRIES, span, 2, {0: Stage.LEAD.value}).items()
+    }
+    names = sorted(
+        {*spend, *leads}, key=lambda name: (-spend.get(name, Decimal(0)), -leads.get(name, 0), name)
+    )
+    grouped: dict[str, tuple[Decimal, Decimal, int]] = {}
+    for rank, name in enumerate(names):
+        key = name if rank < top_n else OTHER_CAMPAIGNS
+        before = grouped.get(key, (Decimal(0), Decimal(0), 0))
+        grouped[key] = (
+            before[0] + marketing.get(name, Decimal(0)),
+            before[1] + spend.get(name, Decimal(0)),
+            before[2] + leads.get(name, 0),
+        )
+    return {
+        name: CampaignAcquisition(
+            marketing_spend=marketing_spend,
+            total_spend=total_spend,
+            new_leads=new_leads,
+            cost_per_lead=cost_per_lead(marketing_spend, new_leads),
+        )
+        for name, (marketing_spend, total_spend, new_leads) in grouped.items()
+    }
+
+
+def acquisition_window(totals: Totals, span: Span, policy: Policy) -> AcquisitionWindow:
+    """Spend, CPL, CAC, LTV:CAC, CAC payback and marketing ROI of a window, overall and by channel.
+
+    LTV is that of the calendar month holding the window's end, ARPA that at the
+    window's end; both describe the customer base the spend is judged against.
+    """
+    marketing = totals.money_total_by(SPEND, span, 0, {1: SpendCategory.MARKETING.value})
+    sales = totals.money_total_by(SPEND, span, 0, {1: SpendCategory.SALES.value})
+    leads = totals.total_by(STAGE_ENTRIES, span, 1, {0: Stage.LEAD.value})
+    customers = totals.total_by(NEW_CUSTOMERS, span, 0)
+    new_mrr = totals.money_total_by(MRR_MOVEMENT, span, 1, {0: MovementKind.NEW.value})
+    zero = Decimal(0)
+
+    def by(channel: str | None) -> ChannelAcquisition:
+        if channel is None:
+            return _channel_acquisition(
+                sum(marketing.values(), zero),
+                sum(sales.values(), zero),
+                round(sum(leads.values())),
+                round(sum(customers.values())),
+                sum(new_mrr.values(), zero),
+            )
+        return _channel_acquisition(
+            marketing.get(channel, zero),
+            sales.get(channel, zero),
+            round(leads.get(channel, 0)),
+            round(customers.get(channel, 0)),
+            new_mrr.get(channel, zero),
+        )
+
+    overall = by(None)
+    as_of_ms = span.end_ms - 1
+    ltv = revenue_month(totals, month_label(as_of_ms), as_of_ms).lifetime_value
+    arpa = revenue_now(totals, as_of_ms).average_revenue_per_account
+    cac = overall.customer_acquisition_cost
+    channels = sorted({*marketing, *sales, *leads, *customers, *new_mrr})
+    return AcquisitionWindow(
+        **overall.model_dump(),
+        currency=policy.reporting_currency,
+        lifetime_value=ltv,
+        ltv_to_cac_ratio=ltv_to_cac_ratio(ltv, cac),
+        cac_payback_months=cac_payback_months(cac, arpa),
+        by_channel={channel: by(channel) for channel in channels},
+        by_campaign=campaign_acquisition(totals, span, policy.campaign_top_n),
+    )

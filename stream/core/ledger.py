@@ -106,12 +106,14 @@ class FoldCounts:
 class Ledger:
     """Folds events through the reducers across `shards` partitions, routing links between them."""
 
-    __slots__ = ("counts", "policy", "shards", "watermark_ms")
+    __slots__ = ("counts", "earliest_ms", "policy", "shards", "watermark_ms")
 
     def __init__(self, policy: Policy | None = None, shards: int = 1) -> None:
         self.policy = policy or Policy()
         self.shards = [Shard(self.policy) for _ in range(shards)]
         self.watermark_ms: int | None = None
+        """The newest event time folded so far."""
+        self.earliest_ms: int | None = None
         self.counts = FoldCounts()
 
     def check_lateness(self, event: Event) -> None:
@@ -149,6 +151,8 @@ class Ledger:
             ts = event.occurred_ms
             if self.watermark_ms is None or ts > self.watermark_ms:
                 self.watermark_ms = ts
+            if self.earliest_ms is None or ts < self.earliest_ms:
+                self.earliest_ms = ts
         return outcome
 
     def _shard_of(self, item: Item) -> Shard:

@@ -66,15 +66,19 @@ def _sum_range(buckets: Mapping[int, V], step_ms: int, start_ms: int, end_ms: in
 class BucketSeries(Generic[V]):
     """One additive series, bucketed by minute, hour and calendar month."""
 
-    __slots__ = ("zero", "minutes", "hours", "months")
+    __slots__ = ("first_ms", "hours", "minutes", "months", "zero")
 
     def __init__(self, zero: V) -> None:
         self.zero: V = zero
+        self.first_ms: int | None = None
+        """The earliest minute ever added to; only moves earlier (buckets that net to 0 are dropped)."""
         self.minutes: dict[int, V] = {}
         self.hours: dict[int, V] = {}
         self.months: dict[int, V] = {}
 
     def add(self, ts_ms: int, value: V) -> None:
+        if self.first_ms is None or ts_ms < self.first_ms:
+            self.first_ms = floor_minute(ts_ms)
         for buckets, key in (
             (self.minutes, floor_minute(ts_ms)),
             (self.hours, floor_hour(ts_ms)),
@@ -89,10 +93,9 @@ class BucketSeries(Generic[V]):
     def total(self, span: Span) -> V:
         """Sum over [span.start_ms, span.end_ms), exact to the minute."""
         start, end = floor_minute(max(span.start_ms, BEGINNING_MS)), floor_minute(span.end_ms)
-        if not self.minutes:
+        if not self.minutes or self.first_ms is None:
             return self.zero
-        first = min(self.months)
-        start = max(start, first)
+        start = max(start, self.first_ms)
         full_hours_from, full_hours_to = ceil_hour(start), floor_hour(end)
         if full_hours_from >= full_hours_to:
             return _sum_range(self.minutes, MINUTE_MS, start, end, self.zero)

@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+DEMO_EVENTS ?= 200000
+
+.PHONY: install demo test lint typecheck unit bench schemas
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+demo: install
+	mkdir -p build
+	leadlag simulate --events $(DEMO_EVENTS) --seed 7 --incident --out build/demo.ndjson
+	leadlag replay build/demo.ndjson --format table
+
+lint:
+	$(PYTHON) -m ruff format --check stream schemas tests bench
+	$(PYTHON) -m ruff check stream schemas tests bench
+
+typecheck:
+	$(PYTHON) -m mypy
+
+unit:
+	$(PYTHON) -m pytest
+
+test: install lint typecheck unit
+
+bench: install
+	$(PYTHON) bench/replay_bench.py
+
+schemas: install
+	$(PYTHON) -m schemas.jsonschema --write

@@ -1,0 +1,3 @@
+from stream.cli.main import main
+
+main()

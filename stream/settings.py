@@ -1,0 +1,129 @@
+"""Settings from the environment (prefix `LEADLAG_`), validated once at start-up.
+
+A bad value stops the program with a message that names the variable and
+says how to fix it (`SettingsError`), instead of a traceback later.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.events import Stage
+from stream.core.policy import DEFAULT_STAGE_PROBABILITY, DEFAULT_STALENESS_DAYS, DivergencePolicy, Policy
+from stream.core.windows import HOUR_MS
+
+ENV_PREFIX = "LEADLAG_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value leadlag cannot use; the message names it and the fix."""
+
+
+def _parse_pairs(raw: str, setting: str, example: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{item!r} is not KEY=VALUE; write e.g. {ENV_PREFIX}{setting.upper()}='{example}'")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _decimal(value: str, what: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{what}: {value!r} is not a number") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"{what}: {value!r} must be a finite number ≥ 0")
+    return number
+
+
+class Settings(BaseSettings):
+    """Everything a user can set; each field is `LEADLAG_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    reporting_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    fx_rates: Annotated[dict[str, Decimal], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated CUR=RATE, 1 CUR = RATE reporting units, e.g. 'EUR=1.08,GBP=1.27'.",
+    )
+    staleness_days: Annotated[dict[Stage, int], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_STALENESS_DAYS),
+        description="Days a contact may sit in a stage before it counts as dropped off, e.g. 'lead=30,opportunity=90'.",
+    )
+    stage_probability: Annotated[dict[Stage, Decimal], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_STAGE_PROBABILITY),
+        description="Win probability per open stage for the weighted pipeline, e.g. 'sql=0.1,opportunity=0.3'.",
+    )
+    grace_hours: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Events older than the newest seen minus this are late (dead letter)."
+    )
+    campaign_top_n: Annotated[int, Field(ge=1, le=1000)] = 20
+    divergence_window_hours: Annotated[float, Field(gt=0)] = 24
+    divergence_baseline: Literal["previous", "week_ago"] = "previous"
+    divergence_sessions_rise: Annotated[float, Field(gt=0)] = 0.20
+    divergence_conversion_fall: Annotated[float, Field(gt=0, lt=1)] = 0.20
+    divergence_p_value: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    divergence_min_sessions: Annotated[int, Field(ge=1)] = 200
+    divergence_min_leads: Annotated[int, Field(ge=0)] = 10
+
+    @field_validator("fx_rates", mode="before")
+    @classmethod
+    def _fx_rates(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        rates = {}
+        for code, rate in _parse_pairs(value, "fx_rates", "EUR=1.08,GBP=1.27").items():
+            if len(code) != 3 or not code.isalpha() or not code.isupper():
+                raise ValueError(f"{code!r} is not an ISO 4217 code like EUR")
+            rates[code] = _decimal(rate, code)
+        return rates
+
+    @field_validator("staleness_days", "stage_probability", mode="before")
+    @classmethod
+    def _stage_pairs(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        defaults = DEFAULT_STALENESS_DAYS if info.field_name == "staleness_days" else DEFAULT_STAGE_PROBABILITY
+        example = "lead=30,opportunity=90" if info.field_name == "staleness_days" else "opportunity=0.3"
+        # a stage not named keeps its default
+        return {**defaults, **_parse_pairs(value, str(info.field_name), example)}
+
+    def policy(self) -> Policy:
+        return Policy(
+            reporting_currency=self.reporting_currency,
+            fx_rates=dict(self.fx_rates),
+            staleness_days=dict(self.staleness_days),
+            stage_probability=dict(self.stage_probability),
+            grace_ms=None if self.grace_hours is None else int(self.grace_hours * HOUR_MS),
+            campaign_top_n=self.campaign_top_n,
+            divergence=DivergencePolicy(
+                window_ms=int(self.divergence_window_hours * HOUR_MS),
+                baseline=self.divergence_baseline,
+                sessions_rise=self.divergence_sessions_rise,
+                conversion_fall=self.divergence_conversion_fall,
+                p_value=self.divergence_p_value,
+                min_sessions=self.divergence_min_sessions,
+                min_leads=self.divergence_min_leads,
+            ),
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment plus explicit overrides (CLI options); raises `SettingsError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            problems.append(f"{ENV_PREFIX}{name.upper()}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid setting: " + "; ".join(problems)) from None
