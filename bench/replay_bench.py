@@ -29,8 +29,19 @@ def main() -> int:
         path = args.keep or Path(tmp) / "events.ndjson"
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "stream.cli", "simulate", "--events", str(args.events), "--seed", str(args.seed),
-             "--incident", "--out", str(path)],
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "simulate",
+                "--events",
+                str(args.events),
+                "--seed",
+                str(args.seed),
+                "--incident",
+                "--out",
+                str(path),
+            ],
             check=True,
         )
         generated_s = time.perf_counter() - started

@@ -27,9 +27,7 @@ class Channel(StrEnum):
 UNKNOWN_CHANNEL = "unknown"
 """Label for a contact or account with no touchpoint at all (no session, no form fill)."""
 
-SEARCH_ENGINES = frozenset(
-    {"google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia", "naver", "startpage"}
-)
+SEARCH_ENGINES = frozenset({"google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia", "naver", "startpage"})
 SOCIAL_SITES = frozenset(
     {
         "facebook",
@@ -48,9 +46,7 @@ SOCIAL_SITES = frozenset(
         "bsky",
     }
 )
-PAID_MEDIA = frozenset(
-    {"cpc", "ppc", "cpm", "cpv", "cpa", "paid", "paidsearch", "paid_search", "display", "banner"}
-)
+PAID_MEDIA = frozenset({"cpc", "ppc", "cpm", "cpv", "cpa", "paid", "paidsearch", "paid_search", "display", "banner"})
 SOCIAL_MEDIA = frozenset(
     {"social", "social-network", "social-media", "sm", "social network", "social media", "organic_social"}
 )
@@ -106,15 +102,14 @@ def channel_from_referrer(referrer: str) -> Channel:
     return Channel.REFERRAL
 
 
-def derive_channel(
-    utm_source: str | None, utm_medium: str | None, has_utm: bool, referrer: str | None
-) -> Channel:
+def derive_channel(utm_source: str | None, utm_medium: str | None, has_utm: bool, referrer: str | None) -> Channel:
     """GA4-like default channel grouping: utm first, then the referrer, else `direct`."""
     if has_utm:
         return channel_from_utm(utm_source, utm_medium)
     if referrer:
         return channel_from_referrer(referrer)
     return Channel.DIRECT
+
 
 NO_CAMPAIGN = "none"
 """Campaign label of a touch or spend with no campaign."""

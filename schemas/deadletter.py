@@ -35,5 +35,5 @@ class DeadLetter(BaseModel):
             received_at=received_at,
             original_base64=base64.b64encode(original).decode("ascii"),
             original_text=text,
-            **origin,  # type: ignore[arg-type]
+            **origin,
         )

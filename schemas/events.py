@@ -199,9 +199,7 @@ class FormFill(EventBase):
     @model_validator(mode="after")
     def derive_channel_from_utm(self) -> FormFill:
         if self.channel is None and self.utm is not None and any(self.utm.model_dump().values()):
-            object.__setattr__(
-                self, "channel", derive_channel(self.utm.source, self.utm.medium, True, None)
-            )
+            object.__setattr__(self, "channel", derive_channel(self.utm.source, self.utm.medium, True, None))
         return self
 
     @property

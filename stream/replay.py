@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from schemas.events import Event
 from schemas.parsing import InvalidEvent, parse_message
@@ -50,18 +50,35 @@ class ReplayCounts:
     bad: list[BadInput] = field(default_factory=list)
 
 
-def open_input(path: str) -> tuple[BinaryIO, int | None]:
-    """A binary stream of the input (`-` is stdin; gzip detected by its magic bytes) and its size if known."""
+@dataclass(frozen=True, slots=True)
+class Input:
+    """An opened input: its byte lines, its size on disk if known, and how far into it we are."""
+
+    lines: IO[bytes]
+    size: int | None
+    position: Callable[[], int]
+
+
+def open_input(path: str) -> Input:
+    """Open a replay input: `-` is stdin; gzip is recognised by its magic bytes, whatever the name."""
     if path == "-":
-        raw: BinaryIO = sys.stdin.buffer
+        raw: IO[bytes] = sys.stdin.buffer
         size = None
     else:
-        raw = open(Path(path), "rb")  # noqa: SIM115 - the caller closes it
+        raw = open(Path(path), "rb")  # noqa: SIM115 - closed by the caller through Input.lines
         size = Path(path).stat().st_size
-    buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[arg-type]
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=buffered), size  # type: ignore[return-value]
-    return buffered, size
+    head = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
+    lines: IO[bytes] = raw
+    if head == GZIP_MAGIC:
+        lines = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]  # GzipFile is a binary stream
+
+    def position() -> int:
+        try:
+            return raw.tell()
+        except OSError:  # a pipe
+            return 0
+
+    return Input(lines, size, position)
 
 
 def read_events(lines: Iterator[bytes], counts: ReplayCounts) -> Iterator[tuple[int, Event]]:

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     def _fx_rates(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        rates = {}
+        rates: dict[str, Decimal] = {}
         for code, rate in _parse_pairs(value, "fx_rates", "EUR=1.08,GBP=1.27").items():
             if len(code) != 3 or not code.isalpha() or not code.isupper():
                 raise ValueError(f"{code!r} is not an ISO 4217 code like EUR")
@@ -95,7 +95,9 @@ class Settings(BaseSettings):
         defaults = DEFAULT_STALENESS_DAYS if info.field_name == "staleness_days" else DEFAULT_STAGE_PROBABILITY
         example = "lead=30,opportunity=90" if info.field_name == "staleness_days" else "opportunity=0.3"
         # a stage not named keeps its default
-        return {**defaults, **_parse_pairs(value, str(info.field_name), example)}
+        merged: dict[str, object] = {str(stage): default for stage, default in defaults.items()}
+        merged.update(_parse_pairs(value, str(info.field_name), example))
+        return merged
 
     def policy(self) -> Policy:
         return Policy(

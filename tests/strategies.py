@@ -54,7 +54,9 @@ def form_fills(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def stage_changes(draw: st.DrawFn) -> dict[str, Any]:
-    stage = draw(st.sampled_from(["subscriber", "lead", "mql", "sql", "opportunity", "customer", "disqualified", "lost"]))
+    stage = draw(
+        st.sampled_from(["subscriber", "lead", "mql", "sql", "opportunity", "customer", "disqualified", "lost"])
+    )
     return {
         "type": "stage_change",
         "occurred_at": draw(moments),

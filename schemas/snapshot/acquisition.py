@@ -5,9 +5,9 @@ Money is in the reporting currency; a rate whose denominator is zero is None.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from pydantic import BaseModel, ConfigDict
+
+from schemas.snapshot.money import MoneyAmount
 
 
 class ChannelAcquisition(BaseModel):
@@ -15,14 +15,14 @@ class ChannelAcquisition(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    marketing_spend: Decimal
-    sales_spend: Decimal
-    total_spend: Decimal
+    marketing_spend: MoneyAmount
+    sales_spend: MoneyAmount
+    total_spend: MoneyAmount
     new_leads: int
     new_customers: int
-    new_business_mrr: Decimal
-    cost_per_lead: Decimal | None = None
-    customer_acquisition_cost: Decimal | None = None
+    new_business_mrr: MoneyAmount
+    cost_per_lead: MoneyAmount | None = None
+    customer_acquisition_cost: MoneyAmount | None = None
     marketing_roi: float | None = None
 
 
@@ -31,17 +31,17 @@ class CampaignAcquisition(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    marketing_spend: Decimal
-    total_spend: Decimal
+    marketing_spend: MoneyAmount
+    total_spend: MoneyAmount
     new_leads: int
-    cost_per_lead: Decimal | None = None
+    cost_per_lead: MoneyAmount | None = None
 
 
 class AcquisitionWindow(ChannelAcquisition):
     """The window's acquisition overall, with LTV-based ratios, by channel and by campaign."""
 
     currency: str
-    lifetime_value: Decimal | None = None
+    lifetime_value: MoneyAmount | None = None
     """LTV of the calendar month holding the window's end."""
     ltv_to_cac_ratio: float | None = None
     cac_payback_months: float | None = None

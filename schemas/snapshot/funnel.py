@@ -5,9 +5,9 @@ Money is in the reporting currency; a rate whose denominator is zero is None.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.snapshot.money import MoneyAmount
 
 
 class StageFlow(BaseModel):
@@ -31,8 +31,7 @@ class ChannelFunnel(BaseModel):
     stages: dict[str, StageFlow] = Field(description="Keyed by stage, subscriber to customer.")
     period_conversion: dict[str, float | None] = Field(
         description=(
-            "`S_to_T` = entries into T / entries into S, same window; "
-            "each consecutive pair and lead_to_customer."
+            "`S_to_T` = entries into T / entries into S, same window; each consecutive pair and lead_to_customer."
         )
     )
     form_fills: int = Field(description="By the fill's own channel (its session's when it names none).")
@@ -40,16 +39,12 @@ class ChannelFunnel(BaseModel):
     opportunities_lost: int
     win_rate: float | None = None
     open_opportunities: int = Field(description="At the window's end.")
-    pipeline_amount: Decimal = Field(
-        description="Sum of the open opportunities' deal values at the window's end."
-    )
-    weighted_pipeline: Decimal = Field(description="Σ deal value × stage probability at the window's end.")
-    won_amount: Decimal
-    average_deal_value: Decimal | None = None
-    average_sales_cycle_days: float | None = Field(
-        default=None, description="Lead moment to customer, won deals."
-    )
-    sales_velocity: Decimal | None = Field(
+    pipeline_amount: MoneyAmount = Field(description="Sum of the open opportunities' deal values at the window's end.")
+    weighted_pipeline: MoneyAmount = Field(description="Σ deal value × stage probability at the window's end.")
+    won_amount: MoneyAmount
+    average_deal_value: MoneyAmount | None = None
+    average_sales_cycle_days: float | None = Field(default=None, description="Lead moment to customer, won deals.")
+    sales_velocity: MoneyAmount | None = Field(
         default=None,
         description="open opportunities × average deal value × win rate / average sales cycle days, per day.",
     )
@@ -83,9 +78,5 @@ class LeadCohort(BaseModel):
 
     cohort_month: str
     size: int = Field(description="Contacts that became leads in the month.")
-    reached: dict[str, int] = Field(
-        description="Of them, how many have reached mql, sql, opportunity, customer."
-    )
-    conversion: dict[str, float | None] = Field(
-        description="reached / size, by stage: cohort conversion lead→stage."
-    )
+    reached: dict[str, int] = Field(description="Of them, how many have reached mql, sql, opportunity, customer.")
+    conversion: dict[str, float | None] = Field(description="reached / size, by stage: cohort conversion lead→stage.")

@@ -5,9 +5,9 @@ Money is in the reporting currency; a rate whose denominator is zero is None.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from pydantic import BaseModel, ConfigDict
+
+from schemas.snapshot.money import MoneyAmount
 
 
 class MrrMovements(BaseModel):
@@ -15,12 +15,12 @@ class MrrMovements(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    new_business_mrr: Decimal
-    expansion_mrr: Decimal
-    reactivation_mrr: Decimal
-    contraction_mrr: Decimal
-    churned_mrr: Decimal
-    net_new_mrr: Decimal
+    new_business_mrr: MoneyAmount
+    expansion_mrr: MoneyAmount
+    reactivation_mrr: MoneyAmount
+    contraction_mrr: MoneyAmount
+    churned_mrr: MoneyAmount
+    net_new_mrr: MoneyAmount
     new_business_accounts: int
     expansion_accounts: int
     reactivation_accounts: int
@@ -34,11 +34,11 @@ class RevenueNow(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mrr: Decimal
-    arr: Decimal
+    mrr: MoneyAmount
+    arr: MoneyAmount
     paying_customers: int
-    average_revenue_per_account: Decimal | None = None
-    mrr_by_plan: dict[str, Decimal]
+    average_revenue_per_account: MoneyAmount | None = None
+    mrr_by_plan: dict[str, MoneyAmount]
 
 
 class RevenueMonth(BaseModel):
@@ -47,8 +47,8 @@ class RevenueMonth(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     month: str
-    mrr_at_start: Decimal
-    mrr_at_end: Decimal
+    mrr_at_start: MoneyAmount
+    mrr_at_end: MoneyAmount
     paying_customers_at_start: int
     paying_customers_at_end: int
     movements: MrrMovements
@@ -59,12 +59,12 @@ class RevenueMonth(BaseModel):
     net_mrr_churn_rate: float | None = None
     net_revenue_retention: float | None = None
     quick_ratio: float | None = None
-    average_revenue_per_account: Decimal | None = None
+    average_revenue_per_account: MoneyAmount | None = None
     """At the end of the month."""
-    lifetime_value: Decimal | None = None
+    lifetime_value: MoneyAmount | None = None
     trailing_customer_churn_rate: float | None = None
     """Mean customer churn rate of this month and the five before (months with a rate)."""
-    lifetime_value_trailing_churn: Decimal | None = None
+    lifetime_value_trailing_churn: MoneyAmount | None = None
     revenue_growth_rate: float | None = None
 
 
@@ -76,4 +76,4 @@ class RevenueWindow(BaseModel):
     movements: MrrMovements
     new_customers: int
     new_customers_by_channel: dict[str, int]
-    new_business_mrr_by_channel: dict[str, Decimal]
+    new_business_mrr_by_channel: dict[str, MoneyAmount]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -53,20 +54,34 @@ def _parse_as_of(value: str | None) -> datetime | None:
 
 @app.command("replay")
 def replay_command(
-    file: Annotated[str, typer.Argument(help="NDJSON events (one event or one JSON array per line); '-' for stdin; .gz accepted.")],
+    file: Annotated[
+        str, typer.Argument(help="NDJSON events (one event or one JSON array per line); '-' for stdin; .gz accepted.")
+    ],
     as_of: Annotated[
         str | None,
-        typer.Option(help="Describe the world at this instant (RFC 3339); later events are left out. Default: the latest event."),
+        typer.Option(
+            help="Describe the world at this instant (RFC 3339); later events are left out. Default: the latest event."
+        ),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="json: the full snapshot; table: a summary.")] = OutputFormat.JSON,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="json: the full snapshot; table: a summary.")
+    ] = OutputFormat.JSON,
     fx_rate: Annotated[
         list[str] | None,
         typer.Option(help="CUR=RATE, 1 CUR in reporting currency; repeatable. Overrides LEADLAG_FX_RATES."),
     ] = None,
-    currency: Annotated[str | None, typer.Option(help="Reporting currency (LEADLAG_REPORTING_CURRENCY, default USD).")] = None,
-    grace_hours: Annotated[float | None, typer.Option(help="Count events later than this behind the newest as late (default: accept all).")] = None,
-    shards: Annotated[int, typer.Option(min=1, max=64, help="Fold across N partitions, as the worker would (same numbers).")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not list bad lines on stderr (they are still counted).")] = False,
+    currency: Annotated[
+        str | None, typer.Option(help="Reporting currency (LEADLAG_REPORTING_CURRENCY, default USD).")
+    ] = None,
+    grace_hours: Annotated[
+        float | None, typer.Option(help="Count events later than this behind the newest as late (default: accept all).")
+    ] = None,
+    shards: Annotated[
+        int, typer.Option(min=1, max=64, help="Fold across N partitions, as the worker would (same numbers).")
+    ] = 1,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Do not list bad lines on stderr (they are still counted).")
+    ] = False,
 ) -> None:
     """Fold events through the metric reducers without Kafka and print the snapshot.
 
@@ -88,7 +103,7 @@ def replay_command(
     policy = settings.policy()
     as_of_moment = _parse_as_of(as_of)
     try:
-        stream, size = open_input(file)
+        source = open_input(file)
     except OSError as exc:
         stderr.print(f"[red]error:[/] cannot read {file}: {exc.strerror or exc}")
         raise typer.Exit(2) from None
@@ -104,20 +119,19 @@ def replay_command(
         DownloadColumn(),
         TimeRemainingColumn(),
         console=stderr,
-        disable=not stderr.is_terminal or size is None or size < 5_000_000,
+        disable=not stderr.is_terminal or source.size is None or source.size < 5_000_000,
         transient=True,
     )
-    with progress, stream:
-        task = progress.add_task("replay", total=size)
-        raw = getattr(stream, "raw", None)
+    with progress, source.lines:
+        task = progress.add_task("replay", total=source.size)
 
-        def lines() -> object:
-            for line in stream:
-                if size is not None and raw is not None:
-                    progress.update(task, completed=raw.tell())
+        def lines() -> Iterator[bytes]:
+            for number, line in enumerate(source.lines):
+                if number % 10_000 == 0:
+                    progress.update(task, completed=source.position())
                 yield line
 
-        ledger, counts = replay(lines(), policy, as_of_moment, shards=shards, on_bad=report)  # type: ignore[arg-type]
+        ledger, counts = replay(lines(), policy, as_of_moment, shards=shards, on_bad=report)
     elapsed = time.perf_counter() - started
     as_of_ms = int(as_of_moment.timestamp() * 1000) if as_of_moment else ledger.watermark_ms
     snapshot = build_snapshot(
@@ -139,7 +153,10 @@ def replay_command(
     else:
         from stream.cli.tables import print_snapshot
 
-        print_snapshot(snapshot, Console())
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=130)  # a file or a pipe: do not squeeze the tables to 80 columns
+        print_snapshot(snapshot, console)
     rate = counts.events / elapsed if elapsed > 0 else 0.0
     stderr.print(
         f"replayed {counts.events:,} events from {counts.lines:,} lines in {elapsed:.1f} s ({rate:,.0f} events/s): "

@@ -116,12 +116,9 @@ def campaign_acquisition(totals: Totals, span: Span, top_n: int) -> dict[str, Ca
     marketing = totals.money_total_by(SPEND, span, 2, {1: SpendCategory.MARKETING.value})
     spend = totals.money_total_by(SPEND, span, 2)
     leads = {
-        name: round(value)
-        for name, value in totals.total_by(STAGE_ENTRIES, span, 2, {0: Stage.LEAD.value}).items()
+        name: round(value) for name, value in totals.total_by(STAGE_ENTRIES, span, 2, {0: Stage.LEAD.value}).items()
     }
-    names = sorted(
-        {*spend, *leads}, key=lambda name: (-spend.get(name, Decimal(0)), -leads.get(name, 0), name)
-    )
+    names = sorted({*spend, *leads}, key=lambda name: (-spend.get(name, Decimal(0)), -leads.get(name, 0), name))
     grouped: dict[str, tuple[Decimal, Decimal, int]] = {}
     for rank, name in enumerate(names):
         key = name if rank < top_n else OTHER_CAMPAIGNS

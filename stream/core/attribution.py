@@ -77,9 +77,7 @@ _POSITION_SHARES: dict[AttributionModel, tuple[tuple[Fraction, ...], Fraction]] 
 }
 
 
-def _last_at_or_before(
-    touches: Sequence[AttributionTouch], moment_ms: int | None, until_ms: int
-) -> int | None:
+def _last_at_or_before(touches: Sequence[AttributionTouch], moment_ms: int | None, until_ms: int) -> int | None:
     """Index of the touch that created a milestone: the last one at or before its moment."""
     if moment_ms is None or moment_ms > until_ms:
         return None
@@ -106,9 +104,7 @@ def position_weights(
     named_shares, rest_share = _POSITION_SHARES[model]
     milestone_moments = (milestones.lead_ms, milestones.opportunity_ms, milestones.customer_ms)
     candidates = [0, *(_last_at_or_before(touches, m, conversion_ms) for m in milestone_moments)]
-    named = [
-        (share, index) for share, index in zip(named_shares, candidates, strict=False) if index is not None
-    ]
+    named = [(share, index) for share, index in zip(named_shares, candidates, strict=False) if index is not None]
     weights = [Fraction(0)] * len(touches)
     named_indices = {index for _, index in named}
     rest = [i for i in range(min(named_indices), max(named_indices) + 1) if i not in named_indices]

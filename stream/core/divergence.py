@@ -30,9 +30,7 @@ class ZTest(NamedTuple):
     p_value: float
 
 
-def two_proportion_z_test(
-    successes_now: int, trials_now: int, successes_base: int, trials_base: int
-) -> ZTest | None:
+def two_proportion_z_test(successes_now: int, trials_now: int, successes_base: int, trials_base: int) -> ZTest | None:
     """Pooled two-proportion z-test of "the proportion now is lower than in the baseline".
 
     z = (p_now − p_base) / √(p̂ (1 − p̂) (1/n_now + 1/n_base)), with the pooled
@@ -223,9 +221,7 @@ def _whole(count: float) -> int:
     return round(count)
 
 
-def alert_transitions(
-    previous: Mapping[str, bool], verdicts: Iterable[DivergenceVerdict]
-) -> list[DivergenceAlert]:
+def alert_transitions(previous: Mapping[str, bool], verdicts: Iterable[DivergenceVerdict]) -> list[DivergenceAlert]:
     """One alert per scope whose state changed: `firing` when it starts, `resolved` when it stops.
 
     `previous` maps a verdict's `key` to whether it was firing (a key never

@@ -293,9 +293,7 @@ def _hold_money(
 ) -> None:
     """Write `deal value × factor` as signed changes over a stint, following amount changes within it."""
     end = stint.end_ms
-    points = sorted(
-        {stint.start_ms, *(ts for ts, _ in amounts if ts > stint.start_ms and (end is None or ts < end))}
-    )
+    points = sorted({stint.start_ms, *(ts for ts, _ in amounts if ts > stint.start_ms and (end is None or ts < end))})
     held = Decimal(0)
     for point in points:
         value = deal_value_at(amounts, point) * factor
@@ -384,9 +382,7 @@ def contact_facts(state: ContactState, policy: Policy) -> tuple[Facts, MoneyFact
             continue
         for model, credits in attribution_credits(attribution_touches, conversion, milestones).items():
             for credit_channel, credit in credits.items():
-                _add(
-                    facts, ATTRIBUTION_CREDIT, (model.value, conversion.value, credit_channel), moment, credit
-                )
+                _add(facts, ATTRIBUTION_CREDIT, (model.value, conversion.value, credit_channel), moment, credit)
     return _without_zeros(facts), _without_zeros(money)
 
 
@@ -422,13 +418,9 @@ def apply_stage_change(state: ContactState, event: StageChange, policy: Policy) 
         return Step(duplicate=True)
     amount = None if event.amount is None else policy.to_reporting(event.amount, event.currency)
     old_counts, old_money = contact_facts(state, policy)
-    state.stage_changes[event.event_id] = StageRecord(
-        event.occurred_ms, event.to_stage, amount, event.account_id
-    )
+    state.stage_changes[event.event_id] = StageRecord(event.occurred_ms, event.to_stage, amount, event.account_id)
     new_counts, new_money = contact_facts(state, policy)
-    return Step(
-        Delta.between(old_counts, new_counts, old_money, new_money), _account_link(state, event.contact_id)
-    )
+    return Step(Delta.between(old_counts, new_counts, old_money, new_money), _account_link(state, event.contact_id))
 
 
 def apply_form_fill(state: ContactState, event: FormFill, policy: Policy) -> Step:
@@ -459,9 +451,7 @@ def apply_touch(state: ContactState, touch: Touch, policy: Policy) -> Step:
     old_counts, old_money = contact_facts(state, policy)
     state.touches[touch.session_event_id] = touch
     new_counts, new_money = contact_facts(state, policy)
-    return Step(
-        Delta.between(old_counts, new_counts, old_money, new_money), _account_link(state, touch.contact_id)
-    )
+    return Step(Delta.between(old_counts, new_counts, old_money, new_money), _account_link(state, touch.contact_id))
 
 
 # -- read side -------------------------------------------------------------------------
@@ -540,9 +530,7 @@ def _channel_funnel(totals: Totals, span: Span, as_of: Span, channel: str | None
             exits=_count(exits.get(stage.value, 0)),
             became_stale=_count(stale.get(stage.value, 0)),
             drop_offs=_count(drop_offs.get(stage.value, 0)),
-            drop_off_rate=drop_off_rate(
-                _count(drop_offs.get(stage.value, 0)), _count(entries.get(stage.value, 0))
-            ),
+            drop_off_rate=drop_off_rate(_count(drop_offs.get(stage.value, 0)), _count(entries.get(stage.value, 0))),
             in_stage=_count(in_stage.get(stage.value, 0)),
         )
         for stage in FUNNEL_STAGES
@@ -577,16 +565,11 @@ def _is_empty(funnel: ChannelFunnel) -> bool:
         or funnel.open_opportunities
         or funnel.pipeline_amount
         or funnel.weighted_pipeline
-        or any(
-            flow.entries or flow.exits or flow.became_stale or flow.in_stage
-            for flow in funnel.stages.values()
-        )
+        or any(flow.entries or flow.exits or flow.became_stale or flow.in_stage for flow in funnel.stages.values())
     )
 
 
-def stage_durations(
-    totals: Totals, span: Span, bucket_family: str, seconds_family: str
-) -> dict[str, StageDuration]:
+def stage_durations(totals: Totals, span: Span, bucket_family: str, seconds_family: str) -> dict[str, StageDuration]:
     """Histograms (cumulative, like Prometheus) of the durations observed in the window, by stage."""
     durations: dict[str, StageDuration] = {}
     stages = CONVERTING_STAGES if bucket_family == TIME_TO_STAGE_BUCKET else FUNNEL_STAGES
@@ -626,8 +609,7 @@ def funnel_window(totals: Totals, span: Span, policy: Policy) -> FunnelWindow:
         **dict(overall),
         by_channel={channel: funnel for channel, funnel in by_channel.items() if not _is_empty(funnel)},
         form_fills_by_type={
-            form_type: _count(value)
-            for form_type, value in sorted(totals.total_by(FORM_FILLS, span, 0).items())
+            form_type: _count(value) for form_type, value in sorted(totals.total_by(FORM_FILLS, span, 0).items())
         },
         time_to_stage=stage_durations(totals, span, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS),
         time_in_stage=stage_durations(totals, span, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS),

@@ -59,21 +59,15 @@ class Shard:
         if isinstance(item, VisitorLink):
             return traffic.apply_visitor_link(_get(self.visitors, item.visitor_id, traffic.VisitorState), item)
         if isinstance(item, StageChange):
-            return funnel.apply_stage_change(
-                _get(self.contacts, item.contact_id, funnel.ContactState), item, policy
-            )
+            return funnel.apply_stage_change(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
         if isinstance(item, FormFill):
             return funnel.apply_form_fill(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
         if isinstance(item, Touch):
             return funnel.apply_touch(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
         if isinstance(item, Subscription):
-            return revenue.apply_subscription(
-                _get(self.accounts, item.account_id, revenue.AccountState), item, policy
-            )
+            return revenue.apply_subscription(_get(self.accounts, item.account_id, revenue.AccountState), item, policy)
         if isinstance(item, AccountLink):
-            return revenue.apply_account_link(
-                _get(self.accounts, item.account_id, revenue.AccountState), item, policy
-            )
+            return revenue.apply_account_link(_get(self.accounts, item.account_id, revenue.AccountState), item, policy)
         if isinstance(item, Spend):
             return acquisition.apply_spend(
                 _get(self.channels, item.channel.value, acquisition.SpendState), item, policy

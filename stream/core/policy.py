@@ -59,9 +59,7 @@ class Policy:
     fx_rates: dict[str, Decimal] = field(default_factory=dict)
     """1 unit of the key currency = value units of the reporting currency."""
     staleness_days: dict[Stage, int] = field(default_factory=lambda: dict(DEFAULT_STALENESS_DAYS))
-    stage_probability: dict[Stage, Decimal] = field(
-        default_factory=lambda: dict(DEFAULT_STAGE_PROBABILITY)
-    )
+    stage_probability: dict[Stage, Decimal] = field(default_factory=lambda: dict(DEFAULT_STAGE_PROBABILITY))
     grace_ms: int | None = None
     """Events older than the newest seen minus this are late (dead letter); None accepts any."""
     campaign_top_n: int = 20

@@ -204,9 +204,7 @@ def account_facts(state: AccountState) -> tuple[Facts, MoneyFacts]:
     return _without_zeros(facts.counts), _without_zeros(facts.money)
 
 
-def churned_customer_months(
-    timeline: list[tuple[int, Decimal]], last_churn_in_month: dict[int, int]
-) -> list[int]:
+def churned_customer_months(timeline: list[tuple[int, Decimal]], last_churn_in_month: dict[int, int]) -> list[int]:
     """Times at which the account counts as a churned customer: one per qualifying calendar month.
 
     A month M counts when the account was paying at the start of M and is not at
@@ -436,8 +434,7 @@ def revenue_window(totals: Totals, span: Span) -> RevenueWindow:
         movements=mrr_movements(totals, span),
         new_customers=_count(totals.total(NEW_CUSTOMERS, span)),
         new_customers_by_channel={
-            channel: _count(value)
-            for channel, value in sorted(totals.total_by(NEW_CUSTOMERS, span, 0).items())
+            channel: _count(value) for channel, value in sorted(totals.total_by(NEW_CUSTOMERS, span, 0).items())
         },
         new_business_mrr_by_channel=dict(
             sorted(totals.money_total_by(MRR_MOVEMENT, span, 1, {0: MovementKind.NEW.value}).items())

@@ -53,9 +53,7 @@ def build_snapshot(
         as_of=to_datetime(as_of_ms) if months else None,
         reporting_currency=policy.reporting_currency,
         input=input_counts,
-        windows={
-            window.value: window_metrics(totals, window_span(window, as_of_ms), policy) for window in Window
-        },
+        windows={window.value: window_metrics(totals, window_span(window, as_of_ms), policy) for window in Window},
         months={month: month_metrics(totals, month, as_of_ms, policy) for month in months},
         revenue=revenue_now(totals, as_of_ms),
         lead_cohorts=lead_cohorts(totals, as_of_ms),

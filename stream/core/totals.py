@@ -101,7 +101,9 @@ class BucketSeries(Generic[V]):
             return _sum_range(self.minutes, MINUTE_MS, start, end, self.zero)
         total = _sum_range(self.minutes, MINUTE_MS, start, full_hours_from, self.zero)
         total += _sum_range(self.minutes, MINUTE_MS, full_hours_to, end, self.zero)
-        full_months_from = full_hours_from if full_hours_from == month_start(full_hours_from) else next_month_start(full_hours_from)
+        full_months_from = (
+            full_hours_from if full_hours_from == month_start(full_hours_from) else next_month_start(full_hours_from)
+        )
         full_months_to = month_start(full_hours_to)
         if full_months_from < full_months_to:
             total += _sum_range_months(self.months, full_months_from, full_months_to, self.zero)
@@ -133,7 +135,7 @@ class DistinctSeries:
     A window's count is the size of the union of the buckets it covers.
     """
 
-    __slots__ = ("minutes", "hours", "months")
+    __slots__ = ("hours", "minutes", "months")
 
     def __init__(self) -> None:
         self.minutes: dict[int, set[str]] = {}
@@ -191,9 +193,7 @@ class Delta:
         self.money[key] = self.money.get(key, Decimal(0)) + value
 
     @classmethod
-    def between(
-        cls, old: Facts, new: Facts, old_money: MoneyFacts, new_money: MoneyFacts
-    ) -> Delta:
+    def between(cls, old: Facts, new: Facts, old_money: MoneyFacts, new_money: MoneyFacts) -> Delta:
         """The change from an entity's old contribution to its new one."""
         return cls(diff_facts(old, new, 0), diff_facts(old_money, new_money, Decimal(0)))
 
@@ -201,7 +201,7 @@ class Delta:
 class Totals:
     """All series of one partition (or, after `merge`, of many)."""
 
-    __slots__ = ("counts", "money", "distinct")
+    __slots__ = ("counts", "distinct", "money")
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[Labels, BucketSeries[float]]] = {}
@@ -248,15 +248,11 @@ class Totals:
                 mine.merge(series)
         for family, money_by_labels in other.money.items():
             for labels, money_series in money_by_labels.items():
-                mine_money = self.money.setdefault(family, {}).setdefault(
-                    labels, BucketSeries(Decimal(0))
-                )
+                mine_money = self.money.setdefault(family, {}).setdefault(labels, BucketSeries(Decimal(0)))
                 mine_money.merge(money_series)
         for family, distinct_by_labels in other.distinct.items():
             for labels, distinct_series in distinct_by_labels.items():
-                mine_distinct = self.distinct.setdefault(family, {}).setdefault(
-                    labels, DistinctSeries()
-                )
+                mine_distinct = self.distinct.setdefault(family, {}).setdefault(labels, DistinctSeries())
                 mine_distinct.merge(distinct_series)
 
     # -- reading -----------------------------------------------------------------
@@ -273,9 +269,7 @@ class Totals:
                 total += series.total(span)
         return total
 
-    def total_by(
-        self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None
-    ) -> dict[str, float]:
+    def total_by(self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None) -> dict[str, float]:
         """Sums of a count family grouped by the label at `index` (zero groups left out)."""
         grouped: dict[str, float] = {}
         for labels, series in self.counts.get(family, {}).items():

@@ -137,9 +137,7 @@ def traffic_window(totals: Totals, span: Span, campaign_top_n: int = 20) -> Traf
     leads_by_channel = totals.total_by(STAGE_ENTRIES, span, 1, {0: Stage.LEAD.value})
     visitors_by_channel = totals.distinct_count_by(VISITORS, span, 0)
     channels = sorted({*totals.total_by(SESSIONS, span, 0), *leads_by_channel})
-    overall = _channel_traffic(
-        totals, span, {}, sum(leads_by_channel.values()), totals.distinct_count(VISITORS, span)
-    )
+    overall = _channel_traffic(totals, span, {}, sum(leads_by_channel.values()), totals.distinct_count(VISITORS, span))
     return TrafficWindow(
         **overall.model_dump(),
         by_channel={

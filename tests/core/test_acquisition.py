@@ -45,9 +45,7 @@ def spend(
     )
 
 
-def paid_subscription(
-    account: str, amount: str = "500", at: str = "2026-03-12T00:00:00+00:00"
-) -> Subscription:
+def paid_subscription(account: str, amount: str = "500", at: str = "2026-03-12T00:00:00+00:00") -> Subscription:
     return Subscription(
         event_id=f"sub-{account}-{at}",
         occurred_at=datetime.fromisoformat(at),
@@ -94,9 +92,7 @@ def test_spend_is_summed_by_channel_and_category_in_the_reporting_currency() -> 
         spend("s3", "200", "social", "marketing", currency="EUR"),  # 200 × 1.10
     )
     window = acquisition_window(ledger.totals(), MARCH, POLICY)
-    assert (window.marketing_spend, window.sales_spend, window.total_spend) == tuple(
-        map(Decimal, (1220, 500, 1720))
-    )
+    assert (window.marketing_spend, window.sales_spend, window.total_spend) == tuple(map(Decimal, (1220, 500, 1720)))
     assert window.by_channel["paid"].total_spend == 1500
     assert window.by_channel["social"].marketing_spend == Decimal("220")
     assert window.currency == "USD"
@@ -252,9 +248,7 @@ SPENDS = st.lists(
         channel=st.sampled_from(["paid", "social", "email"]),
         category=st.sampled_from(["marketing", "sales"]),
         campaign=st.sampled_from([None, "spring", "brand"]),
-        at=st.sampled_from(
-            ["2026-02-27T10:00:00+00:00", "2026-03-03T10:00:00+00:00", "2026-03-30T23:59:00+00:00"]
-        ),
+        at=st.sampled_from(["2026-02-27T10:00:00+00:00", "2026-03-03T10:00:00+00:00", "2026-03-30T23:59:00+00:00"]),
     ),
     max_size=10,
     unique_by=lambda event: event.event_id,
@@ -265,9 +259,7 @@ def spend_read_side(ledger: Ledger) -> list[object]:
     totals = ledger.totals()
     return [
         acquisition_window(totals, MARCH, POLICY),
-        acquisition_window(
-            totals, Span(ms("2026-02-01T00:00:00+00:00"), ms("2026-03-04T00:00:00+00:00")), POLICY
-        ),
+        acquisition_window(totals, Span(ms("2026-02-01T00:00:00+00:00"), ms("2026-03-04T00:00:00+00:00")), POLICY),
         totals.money_total_by(SPEND, Span(0, MARCH.end_ms), 2),
     ]
 

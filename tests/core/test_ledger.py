@@ -69,9 +69,7 @@ def test_folding_every_event_twice_changes_nothing(events: list[Event]) -> None:
 
 @PROPERTY
 @given(events=event_lists(), crash_at=st.integers(0, 40), replayed=st.integers(0, 40))
-def test_a_tail_replayed_after_a_crash_changes_nothing(
-    events: list[Event], crash_at: int, replayed: int
-) -> None:
+def test_a_tail_replayed_after_a_crash_changes_nothing(events: list[Event], crash_at: int, replayed: int) -> None:
     """At-least-once delivery: after a crash the worker re-reads from its last commit, folding a tail twice."""
     crash_at = min(crash_at, len(events))
     resume_from = max(0, crash_at - replayed)
@@ -83,9 +81,7 @@ def test_a_tail_replayed_after_a_crash_changes_nothing(
 
 @PROPERTY
 @given(events=event_lists(), shards=st.integers(2, 5))
-def test_folding_split_over_partitions_and_merging_equals_folding_the_whole(
-    events: list[Event], shards: int
-) -> None:
+def test_folding_split_over_partitions_and_merging_equals_folding_the_whole(events: list[Event], shards: int) -> None:
     assert snapshot_of(folded(events, shards)) == snapshot_of(folded(events))
 
 

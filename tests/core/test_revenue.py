@@ -132,9 +132,7 @@ def test_subscription_mrr_is_normalised_to_one_month(
     ("status", "expected_mrr", "expected_paying"),
     [("active", "100", 1), ("past_due", "100", 1), ("trialing", "0", 0), ("cancelled", "0", 0)],
 )
-def test_only_active_and_past_due_subscriptions_have_mrr(
-    status: str, expected_mrr: str, expected_paying: int
-) -> None:
+def test_only_active_and_past_due_subscriptions_have_mrr(status: str, expected_mrr: str, expected_paying: int) -> None:
     ledger = fold(subscription("e1", "2026-03-01T00:00:00+00:00", status))
     now = revenue_now(ledger.totals(), ms("2026-03-31T00:00:00+00:00"))
     assert now.mrr == Decimal(expected_mrr)
@@ -237,9 +235,7 @@ def test_two_subscriptions_on_one_account_are_one_customer() -> None:
         subscription("e1", "2026-01-05T00:00:00+00:00", amount="100", subscription_id="s1", plan="pro"),
         subscription("e2", "2026-02-03T00:00:00+00:00", amount="50", subscription_id="s2", plan="addon"),
         subscription("e3", "2026-03-07T00:00:00+00:00", "cancelled", "100", subscription_id="s1", plan="pro"),
-        subscription(
-            "e4", "2026-04-09T00:00:00+00:00", "cancelled", "50", subscription_id="s2", plan="addon"
-        ),
+        subscription("e4", "2026-04-09T00:00:00+00:00", "cancelled", "50", subscription_id="s2", plan="addon"),
     )
     totals = ledger.totals()
     february = revenue_now(totals, end_of("2026-02"))
@@ -281,9 +277,7 @@ def cancel(n: int, at: str) -> Subscription:
 
 def test_ltv_is_arpa_over_monthly_customer_churn() -> None:
     # 20 accounts at 500/month at the start of February, 1 cancels: churn 1/20 = 5 %, LTV 500 / 0.05
-    ledger = fold(
-        *accounts_paying_500(20, "2026-01-15T00:00:00+00:00"), cancel(0, "2026-02-10T00:00:00+00:00")
-    )
+    ledger = fold(*accounts_paying_500(20, "2026-01-15T00:00:00+00:00"), cancel(0, "2026-02-10T00:00:00+00:00"))
     february = revenue_month(ledger.totals(), "2026-02", end_of("2026-02"))
     assert february.paying_customers_at_start == 20
     assert february.churned_customers == 1
@@ -301,9 +295,7 @@ def test_ltv_is_arpa_over_monthly_customer_churn() -> None:
 
 def test_ltv_is_absent_while_churn_is_zero_but_the_trailing_variant_averages_six_months() -> None:
     # January: 1 of 20 churns (5 %); February: 0 of 19 (0 %); December had no one paying at its start
-    ledger = fold(
-        *accounts_paying_500(20, "2025-12-15T00:00:00+00:00"), cancel(0, "2026-01-10T00:00:00+00:00")
-    )
+    ledger = fold(*accounts_paying_500(20, "2025-12-15T00:00:00+00:00"), cancel(0, "2026-01-10T00:00:00+00:00"))
     february = revenue_month(ledger.totals(), "2026-02", end_of("2026-02"))
     assert february.customer_churn_rate == 0.0
     assert february.lifetime_value is None
@@ -357,10 +349,7 @@ def test_a_churned_customer_is_counted_at_its_last_churn_in_the_month() -> None:
         subscription("e4", "2026-03-25T00:00:00+00:00", "cancelled"),
     )
     totals = ledger.totals()
-    assert (
-        totals.total(CHURNED_ACCOUNTS, Span(ms("2026-03-01T00:00:00+00:00"), ms("2026-03-25T00:00:00+00:00")))
-        == 0
-    )
+    assert totals.total(CHURNED_ACCOUNTS, Span(ms("2026-03-01T00:00:00+00:00"), ms("2026-03-25T00:00:00+00:00"))) == 0
     assert totals.total(CHURNED_ACCOUNTS, month_span("2026-03")) == 1
 
 

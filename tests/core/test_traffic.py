@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import SiteVisit
-from stream.core.links import Touch, VisitorLink
 from stream.core.ledger import Shard
+from stream.core.links import Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.totals import Totals
 from stream.core.traffic import (
@@ -124,9 +124,7 @@ def test_a_session_naming_its_contact_sends_every_session_of_the_visitor_to_it()
         ("c1", "sv-2"),
     ]
     later = apply_site_visit(state, visit(3, minutes=9))
-    assert [(t.contact_id, t.session_event_id) for t in later.emitted if isinstance(t, Touch)] == [
-        ("c1", "sv-3")
-    ]
+    assert [(t.contact_id, t.session_event_id) for t in later.emitted if isinstance(t, Touch)] == [("c1", "sv-3")]
 
 
 def test_a_visitor_link_sends_the_sessions_so_far_once() -> None:
@@ -151,9 +149,7 @@ def test_the_touches_a_contact_receives_do_not_depend_on_arrival_order(order: li
     received: set[tuple[str, str]] = set()
     for index in order:
         item = items[index]
-        step = (
-            apply_site_visit(state, item) if isinstance(item, SiteVisit) else apply_visitor_link(state, item)
-        )
+        step = apply_site_visit(state, item) if isinstance(item, SiteVisit) else apply_visitor_link(state, item)
         received |= {(t.contact_id, t.session_event_id) for t in step.emitted if isinstance(t, Touch)}
     assert received == {(c, f"sv-{n}") for c in ("c1", "c2") for n in (1, 2, 3, 4)}
 

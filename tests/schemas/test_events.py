@@ -64,9 +64,7 @@ def test_timestamps_with_any_offset_are_normalised_to_the_same_instant() -> None
         ({"schema_version": 2}, "schema_version: Input should be 1"),
     ],
 )
-def test_invalid_site_visits_are_refused_with_a_reason_naming_the_field(
-    fields: dict[str, Any], reason: str
-) -> None:
+def test_invalid_site_visits_are_refused_with_a_reason_naming_the_field(fields: dict[str, Any], reason: str) -> None:
     assert reason_of(visit(**fields)).startswith(reason)
 
 

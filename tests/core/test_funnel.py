@@ -1,0 +1,473 @@
+"""Funnel: stage entries, exits, staleness, conversion, time to convert, pipeline (DESIGN §4 Funnel)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.channels import NO_CAMPAIGN, UNKNOWN_CHANNEL
+from schemas.events import Event, FormFill, SiteVisit, Stage, StageChange
+from stream.core.attribution import ATTRIBUTION_CREDIT, attribution_window
+from stream.core.funnel import (
+    IN_STAGE,
+    STAGE_ENTRIES,
+    STAGE_EXITS,
+    ContactState,
+    apply_form_fill,
+    apply_stage_change,
+    apply_touch,
+    funnel_window,
+    lead_cohorts,
+)
+from stream.core.ledger import Ledger, RejectedEvent, Shard
+from stream.core.links import AccountLink, Touch, VisitorLink
+from stream.core.policy import Policy
+from stream.core.totals import BEGINNING_MS, Totals
+from stream.core.windows import DAY_MS, Span, to_ms
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0_MS = to_ms(T0)
+EVERYTHING = Span(BEGINNING_MS, T0_MS + 400 * DAY_MS)
+POLICY = Policy(fx_rates={"EUR": Decimal("1.1")})
+
+_serial = iter(range(10**9))
+
+
+def at(days: float = 0, hours: float = 0) -> datetime:
+    return T0 + timedelta(days=days, hours=hours)
+
+
+def stage(contact: str, to_stage: str, days: float = 0, hours: float = 0, **fields: Any) -> StageChange:
+    return StageChange.model_validate(
+        {
+            "event_id": fields.pop("event_id", f"sc-{next(_serial)}"),
+            "occurred_at": at(days, hours),
+            "contact_id": contact,
+            "to_stage": to_stage,
+        }
+        | fields
+    )
+
+
+def fill(contact: str, days: float = 0, hours: float = 0, **fields: Any) -> FormFill:
+    return FormFill.model_validate(
+        {
+            "event_id": fields.pop("event_id", f"ff-{next(_serial)}"),
+            "occurred_at": at(days, hours),
+            "form_id": "f1",
+            "form_type": fields.pop("form_type", "demo_request"),
+            "contact_id": contact,
+        }
+        | fields
+    )
+
+
+def visit(visitor: str, days: float = 0, hours: float = 0, **fields: Any) -> SiteVisit:
+    n = next(_serial)
+    return SiteVisit.model_validate(
+        {
+            "event_id": fields.pop("event_id", f"sv-{n}"),
+            "occurred_at": at(days, hours),
+            "session_id": fields.pop("session_id", f"s-{n}"),
+            "visitor_id": visitor,
+            "pageviews": 1,
+            "engaged_seconds": 0,
+        }
+        | fields
+    )
+
+
+def touch(contact: str, channel: str, days: float = 0, hours: float = 0, **fields: Any) -> Touch:
+    n = next(_serial)
+    defaults: dict[str, Any] = {
+        "visitor_id": "v1",
+        "session_event_id": f"sv-{n}",
+        "session_id": f"s-{n}",
+        "campaign": None,
+    }
+    values = defaults | fields
+    return Touch(
+        contact,
+        values["visitor_id"],
+        values["session_event_id"],
+        values["session_id"],
+        to_ms(at(days, hours)),
+        channel,
+        values["campaign"],
+    )
+
+
+def folded(*events: Event, policy: Policy = POLICY) -> Totals:
+    ledger = Ledger(policy)
+    for event in events:
+        ledger.fold(event)
+    return ledger.totals()
+
+
+def entries(totals: Totals, span: Span = EVERYTHING) -> dict[str, float]:
+    return totals.total_by(STAGE_ENTRIES, span, 0)
+
+
+def days_span(first: float, last: float) -> Span:
+    return Span(to_ms(at(first)), to_ms(at(last)))
+
+
+# -- stage entries ------------------------------------------------------------------------
+
+
+def test_a_skip_counts_each_passed_through_stage_once_at_the_skip_moment() -> None:
+    totals = folded(stage("c1", "subscriber", 0), stage("c1", "sql", 3))
+    assert entries(totals) == {"subscriber": 1, "lead": 1, "mql": 1, "sql": 1}
+    assert entries(totals, days_span(3, 4)) == {"lead": 1, "mql": 1, "sql": 1}
+
+
+def test_re_entering_a_stage_already_reached_does_not_count_again() -> None:
+    totals = folded(stage("c1", "lead", 0), stage("c1", "mql", 1), stage("c1", "lead", 2), stage("c1", "mql", 3))
+    assert entries(totals) == {"subscriber": 1, "lead": 1, "mql": 1}
+
+
+def test_a_contact_created_straight_as_mql_is_one_new_lead() -> None:
+    totals = folded(stage("c1", "mql", 0))
+    assert totals.total(STAGE_ENTRIES, EVERYTHING, {0: "lead"}) == 1
+    assert entries(totals) == {"subscriber": 1, "lead": 1, "mql": 1}
+
+
+def test_an_exit_is_counted_from_the_stage_the_contact_sits_in() -> None:
+    totals = folded(stage("c1", "lead", 0), stage("c1", "sql", 2), stage("c1", "disqualified", 5, reason="budget"))
+    assert totals.total_by(STAGE_EXITS, EVERYTHING, 0) == {"sql": 1}
+    # nobody sits anywhere after the exit; the sql stint lasted 3 days
+    assert totals.total_by(IN_STAGE, Span(BEGINNING_MS, to_ms(at(6))), 0) == {}
+    assert totals.total_by(IN_STAGE, Span(BEGINNING_MS, to_ms(at(4))), 0) == {"sql": 1}
+    window = funnel_window(totals, EVERYTHING, POLICY)
+    assert window.time_in_stage["sql"].count == 1
+    assert window.time_in_stage["sql"].mean_seconds == 3 * 86400
+    assert window.time_in_stage["lead"].count == 1  # lead was sat in for 2 days; mql was passed through
+    assert window.time_in_stage["mql"].count == 0
+
+
+def test_a_stage_change_after_an_exit_reopens_the_contact_in_that_stage() -> None:
+    totals = folded(stage("c1", "mql", 0), stage("c1", "lost", 1), stage("c1", "lead", 2), stage("c1", "sql", 3))
+    assert entries(totals) == {"subscriber": 1, "lead": 1, "mql": 1, "sql": 1}
+    assert totals.total_by(STAGE_EXITS, EVERYTHING, 0) == {"mql": 1}
+    assert totals.total_by(IN_STAGE, Span(BEGINNING_MS, to_ms(at(2, 1))), 0) == {"lead": 1}
+    assert totals.total_by(IN_STAGE, Span(BEGINNING_MS, to_ms(at(4))), 0) == {"sql": 1}
+
+
+def test_a_backward_stage_change_keeps_the_contact_where_it_was() -> None:
+    totals = folded(stage("c1", "sql", 0), stage("c1", "lead", 1))
+    assert totals.total_by(IN_STAGE, Span(BEGINNING_MS, to_ms(at(2))), 0) == {"sql": 1}
+
+
+# -- conversion ---------------------------------------------------------------------------
+
+
+def test_ten_customers_of_two_hundred_leads_is_five_percent_by_period_and_by_cohort() -> None:
+    events: list[Event] = []
+    for n in range(200):
+        events.append(stage(f"c{n}", "lead", days=n % 28))  # all in January
+        if n < 10:
+            events.append(stage(f"c{n}", "opportunity", days=30, amount="100"))
+            events.append(stage(f"c{n}", "customer", days=40 + n))  # February
+        elif n < 30:
+            events.append(stage(f"c{n}", "mql", days=29))
+    totals = folded(*events)
+
+    window = funnel_window(totals, days_span(0, 60), POLICY)
+    assert window.stages["lead"].entries == 200
+    assert window.stages["customer"].entries == 10
+    assert window.period_conversion["lead_to_customer"] == pytest.approx(10 / 200)
+    assert window.period_conversion["lead_to_mql"] == pytest.approx(30 / 200)
+    assert window.period_conversion["opportunity_to_customer"] == pytest.approx(1.0)
+
+    first_thirty_days = funnel_window(totals, days_span(0, 30), POLICY).period_conversion
+    assert first_thirty_days["lead_to_customer"] == 0.0  # ten customers, all later
+    assert first_thirty_days["opportunity_to_customer"] is None  # no opportunity entered yet
+
+    cohort = lead_cohorts(totals, to_ms(at(60)))["2026-01"]
+    assert (cohort.size, cohort.reached["customer"]) == (200, 10)
+    assert cohort.conversion["customer"] == pytest.approx(0.05)
+    assert cohort.conversion["mql"] == pytest.approx(30 / 200)
+    # "so far": as of January 31st nobody had become a customer yet
+    assert lead_cohorts(totals, to_ms(at(30, 12)))["2026-01"].conversion["customer"] == 0.0
+
+
+def test_win_rate_average_deal_value_and_sales_velocity_by_hand() -> None:
+    totals = folded(
+        stage("won", "lead", 0),
+        stage("won", "opportunity", 5, amount="7000"),
+        stage("won", "customer", 20, amount="8000"),  # deal value is the latest amount: 8000
+        stage("lost", "lead", 0),
+        stage("lost", "opportunity", 3, amount="5000"),
+        stage("lost", "lost", 10),
+        stage("open1", "opportunity", 1, amount="10000"),
+        stage("open2", "opportunity", 2, amount="20000", currency="EUR"),  # 22000 USD
+    )
+    window = funnel_window(totals, days_span(0, 30), POLICY)
+    assert (window.opportunities_won, window.opportunities_lost) == (1, 1)
+    assert window.win_rate == 0.5
+    assert window.won_amount == Decimal("8000")
+    assert window.average_deal_value == Decimal("8000")
+    assert window.average_sales_cycle_days == pytest.approx(20.0)
+    assert window.open_opportunities == 2
+    assert window.pipeline_amount == Decimal("32000")
+    # 2 open × 8000 average deal × 0.5 win rate / 20 days
+    assert window.sales_velocity == Decimal("400")
+
+
+def test_pipeline_and_weighted_pipeline_as_of_the_window_end_by_hand() -> None:
+    totals = folded(
+        stage("a", "opportunity", 1, amount="10000"),  # 10000 × 0.3
+        stage("b", "opportunity", 2, amount="20000", currency="EUR"),  # 22000 × 0.3
+        stage("c", "sql", 2, amount="4000"),  # 4000 × 0.1 while in sql
+        stage("c", "opportunity", 6),  # amount stays 4000, now × 0.3
+        stage("d", "opportunity", 3, amount="5000"),
+        stage("d", "lost", 5),
+        stage("e", "opportunity", 3, amount="1000"),
+        stage("e", "opportunity", 4, amount="1500"),  # a revised amount moves the pipeline
+    )
+    day4 = funnel_window(totals, days_span(3, 4.5), POLICY)
+    assert day4.open_opportunities == 4  # a, b, d, e
+    assert day4.pipeline_amount == Decimal("38500")  # 10000 + 22000 + 5000 + 1500
+    assert day4.weighted_pipeline == Decimal("11950.0")  # 38500 × 0.3 + 4000 × 0.1
+    day7 = funnel_window(totals, days_span(6, 7), POLICY)
+    assert day7.open_opportunities == 4  # a, b, c, e
+    assert day7.pipeline_amount == Decimal("37500")
+    assert day7.weighted_pipeline == Decimal("11250.0")  # 37500 × 0.3
+    assert day7.stages["opportunity"].in_stage == 4
+
+
+# -- drop-off and staleness -----------------------------------------------------------------
+
+
+def test_lead_drop_off_counts_exits_and_stale_leads_over_entries() -> None:
+    totals = folded(
+        stage("quits", "lead", 0),
+        stage("quits", "disqualified", 5),
+        stage("moves", "lead", 0),
+        stage("moves", "mql", 10),
+        stage("sits", "lead", 0),  # stale at day 30
+        stage("sits-then-quits", "lead", 0),  # stale at day 30, disqualified at 40: one drop-off
+        stage("sits-then-quits", "disqualified", 40),
+        stage("leaves-in-time", "lead", 0),
+        stage("leaves-in-time", "mql", 30),  # exactly at the limit: not stale
+    )
+    window = funnel_window(totals, days_span(0, 60), POLICY)
+    lead = window.stages["lead"]
+    assert (lead.entries, lead.exits, lead.became_stale, lead.drop_offs) == (5, 2, 2, 3)
+    assert lead.drop_off_rate == pytest.approx(3 / 5)
+    # "moves" sat in mql from day 10: stale at day 40; "leaves-in-time" goes stale at day 60, the window's end
+    assert window.stages["mql"].drop_off_rate == pytest.approx(1 / 2)
+    # staleness happens at entry + 30 days: not yet in the first 29 days
+    early = funnel_window(totals, days_span(0, 29), POLICY)
+    assert (early.stages["lead"].became_stale, early.stages["lead"].drop_offs) == (0, 1)
+
+
+def test_staleness_limits_come_from_the_policy() -> None:
+    policy = Policy(staleness_days={Stage.LEAD: 3})
+    totals = folded(stage("c1", "lead", 0), policy=policy)
+    assert funnel_window(totals, days_span(0, 4), policy).stages["lead"].became_stale == 1
+
+
+# -- time to convert --------------------------------------------------------------------------
+
+
+def test_time_to_convert_is_a_histogram_from_the_lead_moment() -> None:
+    totals = folded(
+        stage("c1", "lead", 0),
+        stage("c1", "mql", 0, hours=2),  # 7200 s -> le 21600
+        stage("c1", "sql", 2),  # 172800 s -> le 259200
+        stage("c2", "lead", 0),
+        stage("c2", "sql", 0, hours=0.5),  # mql and sql both at 1800 s -> le 3600
+    )
+    window = funnel_window(totals, days_span(0, 3), POLICY)
+    mql = window.time_to_stage["mql"]
+    assert mql.count == 2
+    assert mql.mean_seconds == pytest.approx((7200 + 1800) / 2)
+    assert mql.buckets["3600"] == 1
+    assert mql.buckets["21600"] == 2
+    assert mql.buckets["+Inf"] == 2
+    sql = window.time_to_stage["sql"]
+    assert (sql.buckets["3600"], sql.buckets["86400"], sql.buckets["259200"]) == (1, 1, 2)
+    assert "lead" not in window.time_to_stage
+
+
+# -- channels and touchpoints ------------------------------------------------------------------
+
+
+def test_the_contact_s_channel_is_its_first_touchpoint_and_a_late_touch_relabels_it() -> None:
+    shard = Shard(POLICY)
+    shard.fold(fill("c1", days=1, channel="paid", utm={"source": "google", "medium": "cpc", "campaign": "q1"}))
+    shard.fold(stage("c1", "lead", 1))
+    assert shard.totals.total_by(STAGE_ENTRIES, EVERYTHING, 1, {0: "lead"}) == {"paid": 1}
+    assert shard.totals.total_by(STAGE_ENTRIES, EVERYTHING, 2, {0: "lead"}) == {"q1": 1}
+    shard.fold(touch("c1", "organic", days=0))  # a session from the day before arrives late
+    assert shard.totals.total_by(STAGE_ENTRIES, EVERYTHING, 1, {0: "lead"}) == {"organic": 1}
+    assert shard.totals.total_by(STAGE_ENTRIES, EVERYTHING, 2, {0: "lead"}) == {NO_CAMPAIGN: 1}
+    # the form fill keeps its own channel
+    assert shard.totals.total_by("form_fills", EVERYTHING, 1) == {"paid": 1}
+
+
+def test_a_contact_with_no_touchpoint_is_unknown() -> None:
+    totals = folded(stage("c1", "lead", 0))
+    assert totals.total_by(STAGE_ENTRIES, EVERYTHING, 1) == {UNKNOWN_CHANNEL: 2}
+
+
+@pytest.mark.parametrize(
+    ("fill_fields", "expected_channel"),
+    [
+        ({"channel": "email"}, "email"),  # its own channel
+        ({"session_id": "s-same", "visitor_id": "v1"}, "social"),  # its session's channel
+        ({"visitor_id": "v1"}, "paid"),  # the visitor's latest session at or before the fill
+        ({"visitor_id": "v2"}, UNKNOWN_CHANNEL),  # nothing supplies one
+    ],
+)
+def test_a_form_fill_takes_its_channel_from_itself_its_session_or_its_visitor_s_last_session(
+    fill_fields: dict[str, Any], expected_channel: str
+) -> None:
+    state = ContactState()
+    apply_touch(state, touch("c1", "organic", days=0, visitor_id="v1"), POLICY)
+    apply_touch(state, touch("c1", "paid", days=1, visitor_id="v1"), POLICY)
+    apply_touch(state, touch("c1", "social", days=0, hours=1, visitor_id="v1", session_id="s-same"), POLICY)
+    apply_touch(state, touch("c1", "direct", days=3, visitor_id="v1"), POLICY)  # after the fill
+    step = apply_form_fill(state, fill("c1", days=2, form_type="contact", **fill_fields), POLICY)
+    added = {labels[1] for (family, labels, _), value in step.delta.counts.items() if family == "form_fills"}
+    assert added == {expected_channel}
+
+
+def test_a_form_fill_asks_its_visitor_for_sessions_and_an_account_hears_of_the_first_touch() -> None:
+    state = ContactState()
+    step = apply_form_fill(state, fill("c1", days=2, visitor_id="v9", channel="email"), POLICY)
+    assert step.emitted == [VisitorLink("v9", "c1")]
+    step = apply_stage_change(state, stage("c1", "opportunity", 3, account_id="acme"), POLICY)
+    assert step.emitted == [AccountLink("acme", "c1", to_ms(at(2)), "email", None)]
+    # nothing new to tell: nothing sent
+    assert apply_stage_change(state, stage("c1", "customer", 4), POLICY).emitted == []
+    # an earlier touch is news
+    step = apply_touch(state, touch("c1", "organic", days=1, campaign="launch"), POLICY)
+    assert step.emitted == [AccountLink("acme", "c1", to_ms(at(1)), "organic", "launch")]
+
+
+def test_a_touch_from_the_same_session_twice_changes_nothing() -> None:
+    state = ContactState()
+    same = touch("c1", "organic", days=1)
+    apply_touch(state, same, POLICY)
+    assert apply_touch(state, same, POLICY).duplicate
+
+
+def test_the_funnel_writes_attribution_credits_at_each_conversion() -> None:
+    shard = Shard(POLICY)
+    for item in (
+        touch("c1", "organic", days=0),
+        touch("c1", "paid", days=1),
+        touch("c1", "email", days=2),
+        touch("c1", "social", days=3),
+        stage("c1", "lead", 3),
+        stage("c1", "opportunity", 10),
+        stage("c2", "lead", 5),  # no touchpoint: unknown
+    ):
+        shard.fold(item)
+    window = attribution_window(shard.totals, days_span(0, 30))
+    lead = window.by_conversion["lead"]
+    assert lead.conversions == 2
+    assert lead.credits["u_shaped"] == pytest.approx(
+        {"organic": 0.4, "paid": 0.1, "email": 0.1, "social": 0.4, "unknown": 1}
+    )
+    opportunity = window.by_conversion["opportunity"]
+    assert opportunity.conversions == 1
+    assert opportunity.credits["last_touch"] == {"social": 1.0}
+    assert shard.totals.total(ATTRIBUTION_CREDIT, days_span(0, 30), {0: "linear"}) == pytest.approx(3)
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_an_unknown_currency_leaves_nothing_behind() -> None:
+    ledger = Ledger(POLICY)
+    with pytest.raises(RejectedEvent, match="unknown currency 'GBP'"):
+        ledger.fold(stage("c1", "opportunity", 1, amount="10", currency="GBP"))
+    assert ledger.totals().families() == set()
+    assert ledger.shards[0].contacts["c1"].stage_changes == {}
+
+
+# -- order, duplicates, partitions -----------------------------------------------------------
+
+STAGES = ["subscriber", "lead", "mql", "sql", "opportunity", "customer", "disqualified", "lost"]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event]:
+    """A few contacts and visitors with stage changes, fills and sessions over four months."""
+    events: list[Event] = []
+    times = st.integers(0, 120 * 24)  # hours
+    for n in range(draw(st.integers(1, 25))):
+        contact = f"c{draw(st.integers(0, 3))}"
+        hours = draw(times)
+        kind = draw(st.sampled_from(["stage", "stage", "fill", "visit"]))
+        if kind == "stage":
+            amount = draw(st.sampled_from([None, "1000", "2500.50"]))
+            fields: dict[str, Any] = {"event_id": f"sc{n}"}
+            if amount is not None:
+                fields |= {"amount": amount, "currency": draw(st.sampled_from(["USD", "EUR"]))}
+            if draw(st.booleans()):
+                fields["account_id"] = draw(st.sampled_from(["acme", "globex"]))
+            events.append(stage(contact, draw(st.sampled_from(STAGES)), hours=hours, **fields))
+        elif kind == "fill":
+            fields = {"event_id": f"ff{n}", "visitor_id": f"v{draw(st.integers(0, 2))}"}
+            if draw(st.booleans()):
+                fields["channel"] = draw(st.sampled_from(["email", "event"]))
+            events.append(fill(contact, hours=hours, **fields))
+        else:
+            fields = {"event_id": f"sv{n}", "channel": draw(st.sampled_from(["organic", "paid", "social"]))}
+            if draw(st.booleans()):
+                fields["contact_id"] = contact
+            events.append(visit(f"v{draw(st.integers(0, 2))}", hours=hours, **fields))
+    return events
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items() if not (isinstance(item, float) and abs(item) < 1e-9)}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
+def read_side(totals: Totals) -> Any:
+    spans = [EVERYTHING, days_span(0, 30), days_span(30, 61), days_span(100, 101)]
+    return rounded(
+        [
+            [funnel_window(totals, span, POLICY).model_dump() for span in spans],
+            [attribution_window(totals, span).model_dump() for span in spans],
+            {month: cohort.model_dump() for month, cohort in lead_cohorts(totals, to_ms(at(200))).items()},
+        ]
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_any_arrival_order_gives_the_same_totals(events: list[Event], random: Any) -> None:
+    shuffled = list(events)
+    random.shuffle(shuffled)
+    assert read_side(folded(*shuffled)) == read_side(folded(*events))
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories())
+def test_folding_every_event_twice_changes_nothing(events: list[Event]) -> None:
+    twice = folded(*events, *events)
+    assert read_side(twice) == read_side(folded(*events))
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories())
+def test_three_shards_read_the_same_as_one(events: list[Event]) -> None:
+    ledger = Ledger(POLICY, shards=3)
+    ledger.fold_all(events)
+    assert read_side(ledger.totals()) == read_side(folded(*events))
