@@ -7,10 +7,11 @@ DEMO_EVENTS ?= 200000
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# The simulated company bills some accounts in EUR, so the demo gives the rate.
 demo: install
 	mkdir -p build
 	leadlag simulate --events $(DEMO_EVENTS) --seed 7 --incident --out build/demo.ndjson
-	leadlag replay build/demo.ndjson --format table
+	LEADLAG_FX_RATES=$${LEADLAG_FX_RATES:-EUR=1.08} leadlag replay build/demo.ndjson --format table
 
 lint:
 	$(PYTHON) -m ruff format --check stream schemas tests bench

@@ -22,6 +22,7 @@ import functools
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -207,10 +208,8 @@ def _with_closing_incident(scenario: Scenario, n: int, seed: int) -> Scenario:
     forward: 40 hours of ordinary traffic take about 25 hours at 1.6×, so the
     last day of the run lies inside the incident and the day before mostly not.
     """
-    last = None
-    for last in itertools.islice(_Company(scenario, seed).events(None), n):
-        pass
-    end_ms = to_ms(datetime.fromisoformat(str(last["occurred_at"]))) if last else to_ms(scenario.start)
+    last = deque(itertools.islice(_Company(scenario, seed).events(None), n), maxlen=1)
+    end_ms = to_ms(datetime.fromisoformat(str(last[0]["occurred_at"]))) if last else to_ms(scenario.start)
     start_ms = max(to_ms(scenario.start), end_ms - 40 * HOUR_MS)
     incident_start = start_ms - start_ms % HOUR_MS
     return replace(scenario, incident_start=to_datetime(incident_start), incident_hours=72.0)

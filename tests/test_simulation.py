@@ -6,11 +6,15 @@ import itertools
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
 from schemas.channels import Channel
 from schemas.events import EVENT_ADAPTER, SiteVisit
+from stream.core.divergence import divergence_verdicts
+from stream.core.ledger import Ledger
+from stream.core.policy import Policy
 from stream.core.windows import DAY_MS, HOUR_MS, to_ms
 from stream.simulation import _SOURCES, Scenario, generate, generate_count
 
@@ -176,3 +180,18 @@ def test_a_scripted_closing_incident_covers_the_last_day_of_a_generated_count() 
     sessions_before, leads_before = sessions_and_new_leads(events, end - 2 * DAY_MS, end - DAY_MS)
     assert sessions_now >= 1.2 * sessions_before
     assert leads_now / sessions_now <= 0.8 * leads_before / sessions_before
+
+
+def test_a_simulated_incident_day_fires_the_overall_divergence_verdict_once_folded() -> None:
+    incident_day = MONDAY + timedelta(days=2)
+    scenario = replace(SMALL, days=3, visits_per_day=3000, incident_start=incident_day, incident_hours=24)
+    policy = Policy(fx_rates={"EUR": Decimal("1.08")})
+    ledger = Ledger(policy)
+    for event in generate(scenario, 8):
+        ledger.fold(EVENT_ADAPTER.validate_python(event))
+    as_of = to_ms(incident_day) + DAY_MS - 1  # the window is the incident day, the baseline the day before
+    overall = divergence_verdicts(ledger.totals(), as_of, policy)[0]
+    assert overall.scope == "overall"
+    assert overall.firing, overall.reason
+    assert overall.sessions_change is not None
+    assert overall.sessions_change >= 0.2

@@ -32,7 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # log lines stay whole in files and pipes
 
 
 class OutputFormat(StrEnum):
