@@ -18,7 +18,9 @@ from schemas.jsonschema import JSON_DIR
 LEADLAG = [sys.executable, "-m", "stream.cli"]
 
 
-def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     import os
 
     return subprocess.run(
@@ -173,11 +175,14 @@ def test_envelopes_give_the_same_snapshot_as_one_event_per_line(tmp_path: Path) 
     run("simulate", "--events", "3000", "--seed", "9", "--envelope-size", "200", "--out", str(batched))
     assert sum(1 for _ in batched.open("rb")) == 15
     rates = ["--fx-rate", "EUR=1.08"]
-    assert json.loads(run("replay", str(single), *rates).stdout) == json.loads(run("replay", str(batched), *rates).stdout)
+    assert json.loads(run("replay", str(single), *rates).stdout) == json.loads(
+        run("replay", str(batched), *rates).stdout
+    )
 
 
 def test_help_explains_each_command() -> None:
     result = run("--help")
     assert result.returncode == 0
-    assert b"replay" in result.stdout and b"simulate" in result.stdout
+    assert b"replay" in result.stdout
+    assert b"simulate" in result.stdout
     assert b"stdin" in run("replay", "--help").stdout

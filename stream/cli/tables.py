@@ -20,7 +20,7 @@ def _money(value: Decimal | None, currency: str) -> str:
     return ABSENT if value is None else f"{value:,.2f} {currency}"
 
 
-def _num(value: float | None, digits: int = 1) -> str:
+def _num(value: float | Decimal | None, digits: int = 1) -> str:
     return ABSENT if value is None else f"{value:,.{digits}f}"
 
 
@@ -61,7 +61,8 @@ def print_snapshot(snapshot: Snapshot, console: Console) -> None:
     console.print(funnel)
     console.print(
         f"win rate {_pct(window.funnel.win_rate)} · open opportunities {window.funnel.open_opportunities:,} · "
-        f"pipeline {_money(window.funnel.pipeline_amount, cur)} · weighted {_money(window.funnel.weighted_pipeline, cur)}"
+        f"pipeline {_money(window.funnel.pipeline_amount, cur)} · "
+        f"weighted {_money(window.funnel.weighted_pipeline, cur)}"
         f" · sales velocity {_money(window.funnel.sales_velocity, cur)}/day"
     )
 
