@@ -10,13 +10,13 @@ customer's channel is its first-touch channel.
 from __future__ import annotations
 
 from decimal import Decimal
-from fractions import Fraction
 
 from schemas.channels import NO_CAMPAIGN
 from schemas.events import Spend, SpendCategory, Stage
 from schemas.snapshot.acquisition import AcquisitionWindow, CampaignAcquisition, ChannelAcquisition
 from stream.core.links import Step
 from stream.core.policy import Policy
+from stream.core.rates import ratio
 from stream.core.revenue import (
     MRR_MOVEMENT,
     NEW_CUSTOMERS,
@@ -58,10 +58,6 @@ def apply_spend(state: SpendState, event: Spend, policy: Policy) -> Step:
 # -- read side -------------------------------------------------------------------------
 
 
-def _ratio(numerator: Decimal | int, denominator: Decimal | int) -> float | None:
-    return float(Fraction(numerator) / Fraction(denominator)) if denominator else None
-
-
 def cost_per_lead(marketing_spend: Decimal, new_leads: int) -> Decimal | None:
     """CPL = marketing spend / new leads (a contact's lead moment, in its first-touch channel)."""
     return marketing_spend / new_leads if new_leads else None
@@ -74,21 +70,21 @@ def customer_acquisition_cost(total_spend: Decimal, new_customers: int) -> Decim
 
 def marketing_roi(new_business_mrr: Decimal, marketing_spend: Decimal) -> float | None:
     """Marketing ROI = (new MRR × 12 − marketing spend) / marketing spend, per channel and period."""
-    return _ratio(new_business_mrr * 12 - marketing_spend, marketing_spend)
+    return ratio(new_business_mrr * 12 - marketing_spend, marketing_spend)
 
 
 def ltv_to_cac_ratio(lifetime_value: Decimal | None, cac: Decimal | None) -> float | None:
     """LTV:CAC = lifetime value / customer acquisition cost."""
     if lifetime_value is None or cac is None:
         return None
-    return _ratio(lifetime_value, cac)
+    return ratio(lifetime_value, cac)
 
 
 def cac_payback_months(cac: Decimal | None, arpa: Decimal | None) -> float | None:
     """CAC payback months = CAC / ARPA: months of an average account's MRR that repay its acquisition."""
     if cac is None or arpa is None:
         return None
-    return _ratio(cac, arpa)
+    return ratio(cac, arpa)
 
 
 def _channel_acquisition(

@@ -18,6 +18,7 @@ from schemas.channels import Channel
 from schemas.events import Stage
 from schemas.snapshot.divergence import DivergenceAlert, DivergenceVerdict
 from stream.core.policy import DivergencePolicy, Policy
+from stream.core.rates import whole
 from stream.core.totals import Totals
 from stream.core.traffic import SESSIONS, STAGE_ENTRIES
 from stream.core.windows import DAY_MS, MINUTE_MS, Span, floor_minute, to_datetime
@@ -190,10 +191,10 @@ def divergence_verdicts(totals: Totals, as_of_ms: int, policy: Policy) -> list[D
         divergence_verdict(
             "overall",
             None,
-            _whole(totals.total(SESSIONS, window)),
-            _whole(totals.total(STAGE_ENTRIES, window, lead)),
-            _whole(totals.total(SESSIONS, baseline)),
-            _whole(totals.total(STAGE_ENTRIES, baseline, lead)),
+            whole(totals.total(SESSIONS, window)),
+            whole(totals.total(STAGE_ENTRIES, window, lead)),
+            whole(totals.total(SESSIONS, baseline)),
+            whole(totals.total(STAGE_ENTRIES, baseline, lead)),
             rule,
             window,
             baseline,
@@ -205,20 +206,16 @@ def divergence_verdicts(totals: Totals, as_of_ms: int, policy: Policy) -> list[D
             divergence_verdict(
                 "channel",
                 channel,
-                _whole(sessions_now.get(channel, 0)),
-                _whole(leads_now.get(channel, 0)),
-                _whole(sessions_base.get(channel, 0)),
-                _whole(leads_base.get(channel, 0)),
+                whole(sessions_now.get(channel, 0)),
+                whole(leads_now.get(channel, 0)),
+                whole(sessions_base.get(channel, 0)),
+                whole(leads_base.get(channel, 0)),
                 rule,
                 window,
                 baseline,
             )
         )
     return verdicts
-
-
-def _whole(count: float) -> int:
-    return round(count)
 
 
 def alert_transitions(previous: Mapping[str, bool], verdicts: Iterable[DivergenceVerdict]) -> list[DivergenceAlert]:

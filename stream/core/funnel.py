@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from fractions import Fraction
 from itertools import pairwise
 from typing import NamedTuple, TypeVar
 
@@ -43,6 +42,7 @@ from stream.core.attribution import (
 )
 from stream.core.links import AccountLink, Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
+from stream.core.rates import ratio, whole
 from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Totals
 from stream.core.windows import DAY_MS, MINUTE_MS, Span, floor_minute, month_label
 
@@ -457,14 +457,6 @@ def apply_touch(state: ContactState, touch: Touch, policy: Policy) -> Step:
 # -- read side -------------------------------------------------------------------------
 
 
-def _rate(numerator: float, denominator: float) -> float | None:
-    return float(Fraction(numerator) / Fraction(denominator)) if denominator else None
-
-
-def _count(value: float) -> int:
-    return round(value)
-
-
 def as_of_end(as_of_ms: int) -> int:
     """End (exclusive) of everything known as of an instant: the end of its minute, like `window_span`."""
     return floor_minute(as_of_ms) + MINUTE_MS
@@ -476,7 +468,7 @@ def drop_off_rate(drop_offs: int, entries: int) -> float | None:
 
     A contact that went stale and then exited counts once, at the earlier of the two.
     """
-    return _rate(drop_offs, entries)
+    return ratio(drop_offs, entries)
 
 
 def period_conversion(entries: dict[str, float]) -> dict[str, float | None]:
@@ -486,14 +478,14 @@ def period_conversion(entries: dict[str, float]) -> dict[str, float | None]:
     """
     pairs = [*pairwise(FUNNEL_STAGES), (Stage.LEAD, Stage.CUSTOMER)]
     return {
-        f"{source.value}_to_{target.value}": _rate(entries.get(target.value, 0), entries.get(source.value, 0))
+        f"{source.value}_to_{target.value}": ratio(entries.get(target.value, 0), entries.get(source.value, 0))
         for source, target in pairs
     }
 
 
 def win_rate(won: int, lost: int) -> float | None:
     """Win rate = customers / (customers + lost) among closed opportunities."""
-    return _rate(won, won + lost)
+    return ratio(won, won + lost)
 
 
 def sales_velocity(
@@ -526,24 +518,24 @@ def _channel_funnel(totals: Totals, span: Span, as_of: Span, channel: str | None
     in_stage = per_stage(IN_STAGE, as_of)
     stages = {
         stage.value: StageFlow(
-            entries=_count(entries.get(stage.value, 0)),
-            exits=_count(exits.get(stage.value, 0)),
-            became_stale=_count(stale.get(stage.value, 0)),
-            drop_offs=_count(drop_offs.get(stage.value, 0)),
-            drop_off_rate=drop_off_rate(_count(drop_offs.get(stage.value, 0)), _count(entries.get(stage.value, 0))),
-            in_stage=_count(in_stage.get(stage.value, 0)),
+            entries=whole(entries.get(stage.value, 0)),
+            exits=whole(exits.get(stage.value, 0)),
+            became_stale=whole(stale.get(stage.value, 0)),
+            drop_offs=whole(drop_offs.get(stage.value, 0)),
+            drop_off_rate=drop_off_rate(whole(drop_offs.get(stage.value, 0)), whole(entries.get(stage.value, 0))),
+            in_stage=whole(in_stage.get(stage.value, 0)),
         )
         for stage in FUNNEL_STAGES
     }
     closed = totals.total_by(OPPORTUNITIES_CLOSED, span, 0, by_channel)
-    won, lost = _count(closed.get(WON, 0)), _count(closed.get(LOST, 0))
+    won, lost = whole(closed.get(WON, 0)), whole(closed.get(LOST, 0))
     won_amount = totals.money_total(WON_AMOUNT, span, by_channel_only)
     cycle_seconds = totals.total(SALES_CYCLE_SECONDS, span, by_channel_only)
-    open_opportunities = _count(totals.total(OPEN_OPPORTUNITIES, as_of, by_channel_only))
+    open_opportunities = whole(totals.total(OPEN_OPPORTUNITIES, as_of, by_channel_only))
     return ChannelFunnel(
         stages=stages,
         period_conversion=period_conversion(entries),
-        form_fills=_count(totals.total(FORM_FILLS, span, by_channel)),
+        form_fills=whole(totals.total(FORM_FILLS, span, by_channel)),
         opportunities_won=won,
         opportunities_lost=lost,
         win_rate=win_rate(won, lost),
@@ -578,7 +570,7 @@ def stage_durations(totals: Totals, span: Span, bucket_family: str, seconds_fami
         cumulative: dict[str, int] = {}
         running = 0
         for label in BUCKET_LABELS:
-            running += _count(per_bucket.get(label, 0))
+            running += whole(per_bucket.get(label, 0))
             cumulative[label] = running
         seconds = totals.total(seconds_family, span, {0: stage.value})
         durations[stage.value] = StageDuration(
@@ -609,7 +601,7 @@ def funnel_window(totals: Totals, span: Span, policy: Policy) -> FunnelWindow:
         **dict(overall),
         by_channel={channel: funnel for channel, funnel in by_channel.items() if not _is_empty(funnel)},
         form_fills_by_type={
-            form_type: _count(value) for form_type, value in sorted(totals.total_by(FORM_FILLS, span, 0).items())
+            form_type: whole(value) for form_type, value in sorted(totals.total_by(FORM_FILLS, span, 0).items())
         },
         time_to_stage=stage_durations(totals, span, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS),
         time_in_stage=stage_durations(totals, span, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS),
@@ -619,7 +611,7 @@ def funnel_window(totals: Totals, span: Span, policy: Policy) -> FunnelWindow:
 def cohort_conversion(reached: int, size: int) -> float | None:
     """Cohort conversion lead→T = of the contacts whose lead moment falls in cohort month M,
     the share that have reached T so far (it changes as they move)."""
-    return _rate(reached, size)
+    return ratio(reached, size)
 
 
 def lead_cohorts(totals: Totals, as_of_ms: int) -> dict[str, LeadCohort]:
@@ -628,10 +620,10 @@ def lead_cohorts(totals: Totals, as_of_ms: int) -> dict[str, LeadCohort]:
     cohorts: dict[str, LeadCohort] = {}
     for month in sorted({labels[0] for labels in totals.labels_of(COHORT_REACHED)}):
         per_stage = totals.total_by(COHORT_REACHED, known, 1, {0: month})
-        size = _count(per_stage.get(Stage.LEAD.value, 0))
+        size = whole(per_stage.get(Stage.LEAD.value, 0))
         if not size:
             continue
-        reached = {stage.value: _count(per_stage.get(stage.value, 0)) for stage in CONVERTING_STAGES}
+        reached = {stage.value: whole(per_stage.get(stage.value, 0)) for stage in CONVERTING_STAGES}
         cohorts[month] = LeadCohort(
             cohort_month=month,
             size=size,

@@ -27,6 +27,7 @@ from schemas.events import BillingInterval, Subscription, SubscriptionStatus
 from schemas.snapshot.revenue import MrrMovements, RevenueMonth, RevenueNow, RevenueWindow
 from stream.core.links import AccountLink, Step
 from stream.core.policy import Policy
+from stream.core.rates import ratio, whole
 from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Totals
 from stream.core.windows import (
     MINUTE_MS,
@@ -262,14 +263,6 @@ def as_of_end(as_of_ms: int) -> int:
     return floor_minute(as_of_ms) + MINUTE_MS
 
 
-def _ratio(numerator: Decimal | int, denominator: Decimal | int) -> float | None:
-    return float(Fraction(numerator) / Fraction(denominator)) if denominator else None
-
-
-def _count(value: float) -> int:
-    return round(value)
-
-
 def average_revenue_per_account(mrr: Decimal, paying_customers: int) -> Decimal | None:
     """ARPA = MRR / paying customers (accounts with MRR > 0)."""
     return mrr / paying_customers if paying_customers else None
@@ -284,7 +277,7 @@ def mrr_movements(totals: Totals, span: Span) -> MrrMovements:
         return amounts.get(kind.value, Decimal(0))
 
     def count(kind: MovementKind) -> int:
-        return _count(accounts.get(kind.value, 0))
+        return whole(accounts.get(kind.value, 0))
 
     kinds = MovementKind
     return MrrMovements(
@@ -310,7 +303,7 @@ def revenue_now(totals: Totals, as_of_ms: int) -> RevenueNow:
     """MRR = Σ account MRR; ARR = 12 × MRR; paying customers = accounts with MRR > 0; ARPA; MRR by plan."""
     until = Span(BEGINNING_MS, as_of_end(as_of_ms))
     mrr = totals.money_total(MRR, until)
-    paying = _count(totals.total(PAYING_ACCOUNTS, until))
+    paying = whole(totals.total(PAYING_ACCOUNTS, until))
     return RevenueNow(
         mrr=mrr,
         arr=12 * mrr,
@@ -332,12 +325,12 @@ def customer_churn_rate(churned_customers: int, paying_at_start: int) -> float |
     Churned accounts leave out those that joined and churned, or churned and
     reactivated, within the month (see `churned_customer_months`).
     """
-    return _ratio(churned_customers, paying_at_start)
+    return ratio(churned_customers, paying_at_start)
 
 
 def gross_mrr_churn_rate(movements: MrrMovements, mrr_at_start: Decimal) -> float | None:
     """Gross MRR churn rate = (churn + contraction) / MRR at the start of the month."""
-    return _ratio(movements.churned_mrr + movements.contraction_mrr, mrr_at_start)
+    return ratio(movements.churned_mrr + movements.contraction_mrr, mrr_at_start)
 
 
 def net_mrr_churn_rate(movements: MrrMovements, mrr_at_start: Decimal) -> float | None:
@@ -347,13 +340,13 @@ def net_mrr_churn_rate(movements: MrrMovements, mrr_at_start: Decimal) -> float 
     """
     lost = movements.churned_mrr + movements.contraction_mrr
     regained = movements.expansion_mrr + movements.reactivation_mrr
-    return _ratio(lost - regained, mrr_at_start)
+    return ratio(lost - regained, mrr_at_start)
 
 
 def quick_ratio(movements: MrrMovements) -> float | None:
     """Quick ratio = (new + expansion + reactivation) / (churn + contraction)."""
     gained = movements.new_business_mrr + movements.expansion_mrr + movements.reactivation_mrr
-    return _ratio(gained, movements.churned_mrr + movements.contraction_mrr)
+    return ratio(gained, movements.churned_mrr + movements.contraction_mrr)
 
 
 def lifetime_value(arpa: Decimal | None, churn_rate: Fraction | None) -> Decimal | None:
@@ -365,18 +358,18 @@ def lifetime_value(arpa: Decimal | None, churn_rate: Fraction | None) -> Decimal
 
 def revenue_growth_rate(mrr_now: Decimal, mrr_before: Decimal) -> float | None:
     """Revenue growth = (MRR at the end of this period − at the end of the previous) / the previous."""
-    return _ratio(mrr_now - mrr_before, mrr_before)
+    return ratio(mrr_now - mrr_before, mrr_before)
 
 
 def _paying_before(totals: Totals, instant_ms: int) -> int:
-    return _count(totals.total(PAYING_ACCOUNTS, Span(BEGINNING_MS, instant_ms)))
+    return whole(totals.total(PAYING_ACCOUNTS, Span(BEGINNING_MS, instant_ms)))
 
 
 def _churn_fraction(totals: Totals, span: Span) -> Fraction | None:
     paying_at_start = _paying_before(totals, span.start_ms)
     if not paying_at_start:
         return None
-    return Fraction(_count(totals.total(CHURNED_ACCOUNTS, span)), paying_at_start)
+    return Fraction(whole(totals.total(CHURNED_ACCOUNTS, span)), paying_at_start)
 
 
 def trailing_customer_churn_rate(totals: Totals, month: str, as_of_ms: int) -> Fraction | None:
@@ -402,7 +395,7 @@ def revenue_month(totals: Totals, month: str, as_of_ms: int) -> RevenueMonth:
     paying_at_start = _paying_before(totals, span.start_ms)
     paying_at_end = _paying_before(totals, span.end_ms)
     movements = mrr_movements(totals, span)
-    churned = _count(totals.total(CHURNED_ACCOUNTS, span))
+    churned = whole(totals.total(CHURNED_ACCOUNTS, span))
     churn = Fraction(churned, paying_at_start) if paying_at_start else None
     trailing = trailing_customer_churn_rate(totals, month, as_of_ms)
     net_churn = net_mrr_churn_rate(movements, mrr_at_start)
@@ -432,9 +425,9 @@ def revenue_window(totals: Totals, span: Span) -> RevenueWindow:
     """Movements and new customers (accounts with a new-business movement) of any span, by channel."""
     return RevenueWindow(
         movements=mrr_movements(totals, span),
-        new_customers=_count(totals.total(NEW_CUSTOMERS, span)),
+        new_customers=whole(totals.total(NEW_CUSTOMERS, span)),
         new_customers_by_channel={
-            channel: _count(value) for channel, value in sorted(totals.total_by(NEW_CUSTOMERS, span, 0).items())
+            channel: whole(value) for channel, value in sorted(totals.total_by(NEW_CUSTOMERS, span, 0).items())
         },
         new_business_mrr_by_channel=dict(
             sorted(totals.money_total_by(MRR_MOVEMENT, span, 1, {0: MovementKind.NEW.value}).items())

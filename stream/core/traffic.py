@@ -15,6 +15,7 @@ from schemas.channels import NO_CAMPAIGN
 from schemas.events import SiteVisit, Stage
 from schemas.snapshot.traffic import ChannelTraffic, TrafficWindow
 from stream.core.links import Step, Touch, VisitorLink
+from stream.core.rates import ratio
 from stream.core.totals import Delta, Totals
 from stream.core.windows import Span
 
@@ -93,25 +94,21 @@ def apply_visitor_link(state: VisitorState, link: VisitorLink) -> Step:
     return Step(emitted=list(state.touches_for(link.contact_id, link.visitor_id)))
 
 
-def _rate(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def _channel_traffic(totals: Totals, span: Span, match: dict[int, str], leads: float, visitors: int) -> ChannelTraffic:
     sessions = totals.total(SESSIONS, span, match)
     engaged = totals.total(ENGAGED_SESSIONS, span, match)
-    engagement_rate = _rate(engaged, sessions)
+    engagement_rate = ratio(engaged, sessions)
     return ChannelTraffic(
         sessions=int(sessions),
         unique_visitors=visitors,
         engaged_sessions=int(engaged),
         engagement_rate=engagement_rate,
         bounce_rate=None if engagement_rate is None else 1 - engagement_rate,
-        average_engaged_seconds=_rate(totals.total(ENGAGED_SECONDS, span, match), sessions),
-        pageviews_per_session=_rate(totals.total(PAGEVIEWS, span, match), sessions),
+        average_engaged_seconds=ratio(totals.total(ENGAGED_SECONDS, span, match), sessions),
+        pageviews_per_session=ratio(totals.total(PAGEVIEWS, span, match), sessions),
         pricing_page_sessions=int(totals.total(PRICING_SESSIONS, span, match)),
         new_leads=int(leads),
-        visit_to_lead_rate=_rate(leads, sessions),
+        visit_to_lead_rate=ratio(leads, sessions),
     )
 
 

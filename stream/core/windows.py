@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -78,8 +79,13 @@ def to_ms(moment: datetime) -> int:
 
 
 def month_start(ts_ms: int) -> int:
-    """Start of the UTC calendar month holding `ts_ms`."""
-    moment = to_datetime(ts_ms)
+    """Start of the UTC calendar month holding `ts_ms` (cached per day: it sits on the hot path)."""
+    return _month_start_of_day(ts_ms - ts_ms % DAY_MS)
+
+
+@lru_cache(maxsize=8192)
+def _month_start_of_day(day_ms: int) -> int:
+    moment = to_datetime(day_ms)
     return to_ms(datetime(moment.year, moment.month, 1, tzinfo=UTC))
 
 
