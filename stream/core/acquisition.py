@@ -10,6 +10,7 @@ customer's channel is its first-touch channel.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import NamedTuple
 
 from schemas.channels import NO_CAMPAIGN
 from schemas.events import Spend, SpendCategory, Stage
@@ -34,24 +35,46 @@ STAGE_ENTRIES = "stage_entries"
 OTHER_CAMPAIGNS = "other"
 
 
-class SpendState:
-    """The spend event ids already counted for one channel."""
+class SpendRecord(NamedTuple):
+    """One spend event as its channel keeps it (amount already in the reporting currency)."""
 
-    __slots__ = ("event_ids",)
+    ts_ms: int
+    category: str
+    campaign: str | None
+    amount: Decimal
+
+
+class SpendState:
+    """The spend events already counted for one channel (by event_id)."""
+
+    __slots__ = ("spends",)
 
     def __init__(self) -> None:
-        self.event_ids: set[str] = set()
+        self.spends: dict[str, SpendRecord] = {}
+
+
+def add_spend_facts(delta: Delta, channel: str, record: SpendRecord) -> None:
+    labels = (channel, record.category, record.campaign or NO_CAMPAIGN)
+    delta.add_money(SPEND, labels, record.ts_ms, record.amount)
+
+
+def spend_delta(channel: str, state: SpendState) -> Delta:
+    """Everything a channel's spend contributes (for rebuilding totals from stored states)."""
+    delta = Delta()
+    for record in state.spends.values():
+        add_spend_facts(delta, channel, record)
+    return delta
 
 
 def apply_spend(state: SpendState, event: Spend, policy: Policy) -> Step:
     """Add a spend event's amount (in the reporting currency) at its time, once per event_id."""
-    if event.event_id in state.event_ids:
+    if event.event_id in state.spends:
         return Step(duplicate=True)
     amount = policy.to_reporting(event.amount, event.currency)  # before any change
-    state.event_ids.add(event.event_id)
+    record = SpendRecord(event.occurred_ms, event.category.value, event.campaign, amount)
+    state.spends[event.event_id] = record
     delta = Delta()
-    labels = (event.channel.value, event.category.value, event.campaign or NO_CAMPAIGN)
-    delta.add_money(SPEND, labels, event.occurred_ms, amount)
+    add_spend_facts(delta, event.channel.value, record)
     return Step(delta)
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from schemas.events import Event, FormFill, SiteVisit, Spend, StageChange, Subscription
 from stream.core import acquisition, funnel, revenue, traffic
 from stream.core.links import AccountLink, EntityKind, Item, Step, Touch, VisitorLink, entity_of
 from stream.core.policy import Policy, UnknownCurrency
-from stream.core.totals import Totals
+from stream.core.totals import Delta, Totals
 from stream.core.windows import to_datetime
 
 
@@ -34,55 +34,120 @@ class RejectedEvent(ValueError):
     """A valid-looking event that cannot be counted (late, unknown currency): it goes to the dead letter."""
 
 
-@dataclass(slots=True)
+EntityState = traffic.VisitorState | funnel.ContactState | revenue.AccountState | acquisition.SpendState
+
+STATE_CLASS: dict[EntityKind, type[EntityState]] = {
+    "visitor": traffic.VisitorState,
+    "contact": funnel.ContactState,
+    "account": revenue.AccountState,
+    "channel": acquisition.SpendState,
+}
+
+
+class EntityStore(Protocol):
+    """Where entity states live: a dict in replay, a Faust table in the worker."""
+
+    def get(self, kind: EntityKind, key: str) -> EntityState | None: ...
+
+    def put(self, kind: EntityKind, key: str, state: EntityState) -> None:
+        """Called after every fold that changed the state (a dict store may ignore it)."""
+
+
+class DictStore:
+    """Entity states in memory, one dict per kind."""
+
+    __slots__ = ("states",)
+
+    def __init__(self) -> None:
+        self.states: dict[EntityKind, dict[str, EntityState]] = {kind: {} for kind in STATE_CLASS}
+
+    def get(self, kind: EntityKind, key: str) -> EntityState | None:
+        return self.states[kind].get(key)
+
+    def put(self, kind: EntityKind, key: str, state: EntityState) -> None:
+        self.states[kind][key] = state
+
+    def items(self) -> Iterator[tuple[EntityKind, str, EntityState]]:
+        for kind, states in self.states.items():
+            for key, state in states.items():
+                yield kind, key, state
+
+
+S = TypeVar("S", traffic.VisitorState, funnel.ContactState, revenue.AccountState, acquisition.SpendState)
+
+
 class Shard:
     """The entity states of one partition and the totals they contribute."""
 
-    policy: Policy
-    visitors: dict[str, traffic.VisitorState] = field(default_factory=dict)
-    contacts: dict[str, funnel.ContactState] = field(default_factory=dict)
-    accounts: dict[str, revenue.AccountState] = field(default_factory=dict)
-    channels: dict[str, acquisition.SpendState] = field(default_factory=dict)
-    totals: Totals = field(default_factory=Totals)
+    __slots__ = ("policy", "store", "totals")
+
+    def __init__(self, policy: Policy, store: EntityStore | None = None, totals: Totals | None = None) -> None:
+        self.policy = policy
+        self.store: EntityStore = store if store is not None else DictStore()
+        self.totals = totals if totals is not None else Totals()
 
     def fold(self, item: Item) -> Step:
         """Fold one item addressed to an entity of this shard; apply its delta; return the step."""
-        step = self._step(item)
+        kind, key = entity_of(item)
+        state = self.store.get(kind, key)
+        if state is None:
+            state = STATE_CLASS[kind]()
+        step = self._step(item, state)
         if not step.duplicate:
             self.totals.apply(step.delta)
+            self.store.put(kind, key, state)
         return step
 
-    def _step(self, item: Item) -> Step:
+    def _step(self, item: Item, state: EntityState) -> Step:
         policy = self.policy
         if isinstance(item, SiteVisit):
-            return traffic.apply_site_visit(_get(self.visitors, item.visitor_id, traffic.VisitorState), item)
+            return traffic.apply_site_visit(_as(state, traffic.VisitorState), item)
         if isinstance(item, VisitorLink):
-            return traffic.apply_visitor_link(_get(self.visitors, item.visitor_id, traffic.VisitorState), item)
+            return traffic.apply_visitor_link(_as(state, traffic.VisitorState), item)
         if isinstance(item, StageChange):
-            return funnel.apply_stage_change(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
+            return funnel.apply_stage_change(_as(state, funnel.ContactState), item, policy)
         if isinstance(item, FormFill):
-            return funnel.apply_form_fill(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
+            return funnel.apply_form_fill(_as(state, funnel.ContactState), item, policy)
         if isinstance(item, Touch):
-            return funnel.apply_touch(_get(self.contacts, item.contact_id, funnel.ContactState), item, policy)
+            return funnel.apply_touch(_as(state, funnel.ContactState), item, policy)
         if isinstance(item, Subscription):
-            return revenue.apply_subscription(_get(self.accounts, item.account_id, revenue.AccountState), item, policy)
+            return revenue.apply_subscription(_as(state, revenue.AccountState), item, policy)
         if isinstance(item, AccountLink):
-            return revenue.apply_account_link(_get(self.accounts, item.account_id, revenue.AccountState), item, policy)
+            return revenue.apply_account_link(_as(state, revenue.AccountState), item, policy)
         if isinstance(item, Spend):
-            return acquisition.apply_spend(
-                _get(self.channels, item.channel.value, acquisition.SpendState), item, policy
-            )
+            return acquisition.apply_spend(_as(state, acquisition.SpendState), item, policy)
         raise TypeError(f"not an event or link: {item!r}")
 
 
-S = TypeVar("S")
-
-
-def _get(states: dict[str, S], key: str, new: type[S]) -> S:
-    state = states.get(key)
-    if state is None:
-        state = states[key] = new()
+def _as(state: EntityState, cls: type[S]) -> S:
+    if not isinstance(state, cls):
+        raise TypeError(f"expected {cls.__name__}, found {type(state).__name__}")
     return state
+
+
+def entity_delta(kind: EntityKind, key: str, state: EntityState, policy: Policy) -> Delta:
+    """Everything one entity contributes to the totals, computed from its state alone."""
+    if isinstance(state, traffic.VisitorState):
+        return traffic.visitor_delta(key, state)
+    if isinstance(state, acquisition.SpendState):
+        return acquisition.spend_delta(key, state)
+    if isinstance(state, funnel.ContactState):
+        counts, money = funnel.contact_facts(state, policy)
+    else:
+        counts, money = revenue.account_facts(state)
+    return Delta.between({}, counts, {}, money)
+
+
+def rebuild_totals(states: Iterable[tuple[EntityKind, str, EntityState]], policy: Policy) -> Totals:
+    """The totals of a set of entity states: what a worker computes after recovering its tables.
+
+    Equal to the totals folded event by event, because every entity's
+    contribution is a function of its state alone (a property the tests hold).
+    """
+    totals = Totals()
+    for kind, key, state in states:
+        totals.apply(entity_delta(kind, key, state, policy))
+    return totals
 
 
 def shard_index(kind: EntityKind, key: str, shards: int) -> int:

@@ -11,6 +11,8 @@ first-touch channel are built from.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from schemas.channels import NO_CAMPAIGN
 from schemas.events import SiteVisit, Stage
 from schemas.snapshot.traffic import ChannelTraffic, TrafficWindow
@@ -33,26 +35,60 @@ ENGAGED_MIN_PAGEVIEWS = 2
 ENGAGED_MIN_SECONDS = 10.0
 
 
+class Session(NamedTuple):
+    """One session as its visitor keeps it: enough to recompute every fact it contributes."""
+
+    ts_ms: int
+    session_id: str
+    channel: str
+    campaign: str | None
+    pageviews: int
+    engaged_seconds: float
+    viewed_pricing: bool
+
+
 class VisitorState:
     """One visitor's sessions (by event_id) and the contacts it is known to be."""
 
     __slots__ = ("contacts", "sessions")
 
     def __init__(self) -> None:
-        self.sessions: dict[str, tuple[int, str, str, str | None]] = {}
-        """event_id -> (ts_ms, session_id, channel, campaign)."""
+        self.sessions: dict[str, Session] = {}
+        """event_id -> the session."""
         self.contacts: set[str] = set()
 
     def touches_for(self, contact_id: str, visitor_id: str) -> list[Touch]:
         return [
-            Touch(contact_id, visitor_id, event_id, session_id, ts, channel, campaign)
-            for event_id, (ts, session_id, channel, campaign) in self.sessions.items()
+            Touch(contact_id, visitor_id, event_id, s.session_id, s.ts_ms, s.channel, s.campaign)
+            for event_id, s in self.sessions.items()
         ]
 
 
-def is_engaged(visit: SiteVisit) -> bool:
+def is_engaged(pageviews: int, engaged_seconds: float) -> bool:
     """Engaged session = pageviews ≥ 2 or engaged_seconds ≥ 10 (GA4's definition, DESIGN §4)."""
-    return visit.pageviews >= ENGAGED_MIN_PAGEVIEWS or visit.engaged_seconds >= ENGAGED_MIN_SECONDS
+    return pageviews >= ENGAGED_MIN_PAGEVIEWS or engaged_seconds >= ENGAGED_MIN_SECONDS
+
+
+def add_session_facts(delta: Delta, visitor_id: str, session: Session) -> None:
+    """What one session contributes: its counts by channel and campaign, and its visitor."""
+    ts = session.ts_ms
+    labels = (session.channel, session.campaign or NO_CAMPAIGN)
+    delta.count(SESSIONS, labels, ts)
+    delta.count(PAGEVIEWS, labels, ts, session.pageviews)
+    delta.count(ENGAGED_SECONDS, labels, ts, session.engaged_seconds)
+    if is_engaged(session.pageviews, session.engaged_seconds):
+        delta.count(ENGAGED_SESSIONS, labels, ts)
+    if session.viewed_pricing:
+        delta.count(PRICING_SESSIONS, labels, ts)
+    delta.members.append((VISITORS, (session.channel,), ts, visitor_id))
+
+
+def visitor_delta(visitor_id: str, state: VisitorState) -> Delta:
+    """Everything a visitor contributes (for rebuilding totals from stored states)."""
+    delta = Delta()
+    for session in state.sessions.values():
+        add_session_facts(delta, visitor_id, session)
+    return delta
 
 
 def apply_site_visit(state: VisitorState, visit: SiteVisit) -> Step:
@@ -62,18 +98,12 @@ def apply_site_visit(state: VisitorState, visit: SiteVisit) -> Step:
     ts = visit.occurred_ms
     channel = visit.resolved_channel.value
     campaign = visit.campaign
-    state.sessions[visit.event_id] = (ts, visit.session_id, channel, campaign)
-
+    session = Session(
+        ts, visit.session_id, channel, campaign, visit.pageviews, visit.engaged_seconds, visit.viewed_pricing
+    )
+    state.sessions[visit.event_id] = session
     delta = Delta()
-    labels = (channel, campaign or NO_CAMPAIGN)
-    delta.count(SESSIONS, labels, ts)
-    delta.count(PAGEVIEWS, labels, ts, visit.pageviews)
-    delta.count(ENGAGED_SECONDS, labels, ts, visit.engaged_seconds)
-    if is_engaged(visit):
-        delta.count(ENGAGED_SESSIONS, labels, ts)
-    if visit.viewed_pricing:
-        delta.count(PRICING_SESSIONS, labels, ts)
-    delta.members.append((VISITORS, (channel,), ts, visit.visitor_id))
+    add_session_facts(delta, visit.visitor_id, session)
 
     # contacts known before this visit get this session; a contact first named now gets all of them
     emitted = [

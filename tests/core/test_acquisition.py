@@ -107,7 +107,7 @@ def test_an_unknown_currency_raises_and_leaves_the_channel_untouched() -> None:
     state = SpendState()
     with pytest.raises(UnknownCurrency, match="GBP"):
         apply_spend(state, spend("s1", "100", currency="GBP"), POLICY)
-    assert state.event_ids == set()
+    assert state.spends == {}
     ledger = Ledger(POLICY)
     with pytest.raises(RejectedEvent):
         ledger.fold(spend("s1", "100", currency="GBP"))

@@ -391,7 +391,7 @@ def test_an_unknown_currency_leaves_nothing_behind() -> None:
     with pytest.raises(RejectedEvent, match="unknown currency 'GBP'"):
         ledger.fold(stage("c1", "opportunity", 1, amount="10", currency="GBP"))
     assert ledger.totals().families() == set()
-    assert ledger.shards[0].contacts["c1"].stage_changes == {}
+    assert ledger.shards[0].store.get("contact", "c1") is None
 
 
 # -- order, duplicates, partitions -----------------------------------------------------------
