@@ -7,9 +7,10 @@ says how to fix it (`SettingsError`), instead of a traceback later.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.events import Stage
@@ -74,6 +75,40 @@ class Settings(BaseSettings):
     divergence_p_value: Annotated[float, Field(gt=0, lt=1)] = 0.05
     divergence_min_sessions: Annotated[int, Field(ge=1)] = 200
     divergence_min_leads: Annotated[int, Field(ge=0)] = 10
+
+    # -- Kafka and the worker ---------------------------------------------------------
+    broker: str = Field(
+        default="",
+        description=(
+            "Kafka bootstrap servers, e.g. 'kafka://broker-1:9092;kafka://broker-2:9092' or 'host:9092'. "
+            "Empty: commands that can (demo, bench) start the embedded broker."
+        ),
+    )
+    broker_kind: Literal["kafka", "embedded"] = Field(
+        default="kafka",
+        description="'embedded' turns on the workarounds for the embedded Tansu broker; set by leadlag itself.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
+    app_id: str = Field(default="leadlag", pattern=r"^[A-Za-z0-9._-]+$")
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: Path = Path("leadlag-data")
+    web_host: str = "127.0.0.1"
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    snapshot_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
+    clock: Literal["event", "wall"] = Field(
+        default="event",
+        description="'event': windows end at the newest event time seen; 'wall': at the current time.",
+    )
 
     @field_validator("fx_rates", mode="before")
     @classmethod
