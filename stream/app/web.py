@@ -1,0 +1,56 @@
+"""The worker's HTTP pages: `/metrics` for Prometheus and the JSON views under `/api/`.
+
+Thin wiring: every body comes from `stream.views.view` and every metric from
+the collectors registered on the worker's registry (ours and Faust's own
+runtime sensors), all reading the same snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry
+
+from schemas.snapshot import Snapshot
+from stream.metrics import RuntimeStats
+
+API_PATHS = (
+    "/api",
+    "/api/windows",
+    "/api/snapshot",
+    "/api/status",
+    "/api/revenue",
+    "/api/divergence",
+    "/api/cohorts",
+    "/api/months",
+    "/api/months/{month}",
+    "/api/windows/{window}",
+)
+
+ViewFunction = Callable[[str, Snapshot | None, RuntimeStats], tuple[int, bytes]]
+
+
+def install_pages(
+    app: faust.App,
+    registry: CollectorRegistry,
+    snapshot: Callable[[], Snapshot | None],
+    runtime: Callable[[], RuntimeStats],
+    view: ViewFunction,
+) -> None:
+    """Add `/metrics` (with Faust's runtime metrics as `leadlag_faust_*`) and the JSON views to the app."""
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="leadlag_faust")
+
+    def page(path: str) -> None:
+        async def handler(self: View, request: Request, **_: Any) -> Response:
+            status, body = view(str(request.url.path), snapshot(), runtime())
+            return self.bytes(body, content_type="application/json", status=status)
+
+        handler.__name__ = "api_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+        app.page(path)(handler)
+
+    for path in API_PATHS:
+        page(path)

@@ -1,0 +1,111 @@
+"""`leadlag bench`: the worker's events/s and peak RSS next to a raw consumer's, per input shape."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stream.cli.console import stderr
+
+if TYPE_CHECKING:
+    from stream.bench import ShapeResult
+
+ABSENT = "–"
+
+
+def bench_command(
+    events: Annotated[int, typer.Option(min=1, help="Events produced per input shape.")] = 1_000_000,
+    envelope_size: Annotated[
+        list[int] | None,
+        typer.Option(min=1, max=10_000, help="Input shapes to measure, repeatable (default: 200 and 1)."),
+    ] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="Kafka to bench against (LEADLAG_BROKER); default: an embedded broker.")
+    ] = None,
+    partitions: Annotated[int | None, typer.Option(min=1, help="Partitions per topic (LEADLAG_PARTITIONS).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated events.")] = 1,
+    worker: Annotated[bool, typer.Option(help="Also measure the leadlag worker (not only the raw consumer).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")] = False,
+) -> None:
+    """Produce simulated events, then time a raw consumer and the leadlag worker reading them to the end.
+
+    Each input shape gets fresh topics; the worker runs as `leadlag worker` with the memory store.
+    Reported: events/s of each (from first to last progress), the worker/raw ratio and peak RSS.
+    """
+    from stream.bench import DEFAULT_SHAPES, BenchError, run_bench
+    from stream.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(**({"broker": broker} if broker else {}))
+    except SettingsError as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    target = settings.broker or None
+    stderr.print(
+        f"bench: {events:,} events per shape against "
+        + (target if target else "an embedded broker (in memory; gone when the bench ends)"),
+        highlight=False,
+    )
+    with stderr.status("starting…") as status:
+
+        def step(what: str) -> None:
+            status.update(what)
+            stderr.print(what, highlight=False)
+
+        try:
+            results = run_bench(
+                target,
+                events,
+                envelope_size or DEFAULT_SHAPES,
+                broker_kind=settings.broker_kind,
+                seed=seed,
+                partitions=partitions or settings.partitions,
+                with_worker=worker,
+                on_step=step,
+            )
+        except BenchError as exc:
+            stderr.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+    for result in results:
+        if result.worker_error:
+            stderr.print(f"[red]worker, envelopes of {result.envelope_size}:[/] {result.worker_error}")
+    if as_json:
+        print(json.dumps([result.as_json() for result in results], indent=2))
+    else:
+        print_results(results, Console())
+    if worker and any(result.worker is None for result in results):
+        raise typer.Exit(1)
+
+
+def _rate(value: float | None) -> str:
+    return ABSENT if value is None else f"{value:,.0f}"
+
+
+def _mib(value: int | None) -> str:
+    return ABSENT if value is None else f"{value / 2**20:,.0f} MiB"
+
+
+def print_results(results: list[ShapeResult], console: Console) -> None:
+    """One row per input shape; peak RSS is each process's high-water mark (VmHWM)."""
+    table = Table(
+        title="leadlag bench: events/s from first to last progress; ratio = worker / raw", title_justify="left"
+    )
+    columns = ("events/msg", "events", "raw ev/s", "raw RSS", "worker ev/s", "worker RSS", "ratio")
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+    for result in results:
+        worker = result.worker
+        table.add_row(
+            f"{result.envelope_size:,}",
+            f"{result.events:,}",
+            _rate(result.raw.events_per_second),
+            _mib(result.raw.peak_rss_bytes),
+            _rate(worker.events_per_second if worker else None),
+            _mib(worker.peak_rss_bytes if worker else None),
+            ABSENT if result.ratio is None else f"{result.ratio:.2g}×",
+        )
+    console.print(table)

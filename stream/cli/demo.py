@@ -1,0 +1,195 @@
+"""`leadlag demo`: the embedded broker, a worker and the simulator in one command, with a live summary.
+
+Everything runs on 127.0.0.1 and is stopped on Ctrl-C, SIGTERM or after
+`--duration`, leaving no process behind. The broker keeps its topics in
+memory only: stopping the demo loses them (DESIGN §2.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from stream.cli.console import stderr
+
+REFRESH_SECONDS = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fetch_json(url: str, timeout: float = 5.0) -> Any:
+    """GET a JSON document; None when the worker is not answering yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError):
+        return None
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def live_summary(snapshot: dict[str, Any] | None, status: dict[str, Any] | None, elapsed_s: float) -> Group:
+    """A compact picture of the snapshot: traffic and conversion now, revenue, and the divergence alert."""
+    header = Text(f"leadlag demo · {elapsed_s:,.0f} s", style="bold")
+    if not snapshot or snapshot.get("as_of") is None:
+        waiting = "waiting for the worker to join the broker and fold the first events…"
+        return Group(header, Text(waiting, style="dim"))
+    counts = snapshot["input"]
+    header.append(
+        f" · as of {snapshot['as_of']} · {counts['accepted']:,} events counted, "
+        f"{counts.get('invalid', 0) + counts.get('rejected', 0):,} dead-lettered"
+    )
+    table = Table(title="last 24 h by channel", title_justify="left", expand=False)
+    for column in ("channel", "sessions", "visitors", "leads", "visit→lead"):
+        table.add_column(column, justify="left" if column == "channel" else "right")
+    traffic = snapshot["windows"]["24h"]["traffic"]
+    for name, row in [("all", traffic), *sorted(traffic.get("by_channel", {}).items())]:
+        table.add_row(
+            name,
+            f"{row['sessions']:,}",
+            f"{row['unique_visitors']:,}",
+            f"{row['new_leads']:,}",
+            _pct(row.get("visit_to_lead_rate")),
+        )
+    revenue = snapshot["revenue"]
+    currency = snapshot["reporting_currency"]
+    money = Text(
+        f"MRR {revenue['mrr']:,.2f} {currency} · ARR {revenue['arr']:,.2f} · paying customers "
+        f"{revenue['paying_customers']:,}"
+    )
+    alerts = []
+    for verdict in snapshot.get("divergence", []):
+        scope = verdict.get("channel") or "overall"
+        if verdict["firing"]:
+            alerts.append(Text(f"FIRING traffic up, conversion down — {scope}: {verdict['reason']}", style="bold red"))
+    if not alerts:
+        alerts.append(Text("no divergence alert: traffic and conversion move together", style="green"))
+    lag = sum(status.get("runtime", {}).get("consumer_lag_total", 0) for _ in [0]) if status else 0
+    footer = Text(f"consumer lag {lag:,} messages", style="dim")
+    return Group(header, table, money, *alerts, footer)
+
+
+def _terminate(process: subprocess.Popen[bytes] | None, name: str, grace_s: float = 20.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        stderr.print(f"{name} did not stop in {grace_s:.0f} s; killing it", highlight=False)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def demo_command(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+    web_port: Annotated[int, typer.Option(help="Port of /metrics and the JSON views (0: any free port).")] = 6066,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 60.0,
+    backfill_hours: Annotated[float, typer.Option(help="History produced at once, so windows have a baseline.")] = 48.0,
+    incident_after_minutes: Annotated[float, typer.Option(help="Start the scripted incident after this long.")] = 1.0,
+    incident_minutes: Annotated[float, typer.Option(help="How long the incident lasts (real minutes).")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
+) -> None:
+    """Start the embedded broker, a worker and a simulator, and show the live numbers.
+
+    The simulated company's traffic rises while its conversion falls after --incident-after-minutes: watch
+    the divergence alert fire in the summary and on /metrics. Ctrl-C stops everything.
+    """
+    from stream.broker import EmbeddedBroker
+
+    port = web_port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    worker: subprocess.Popen[bytes] | None = None
+    simulator: subprocess.Popen[bytes] | None = None
+    with tempfile.TemporaryDirectory(prefix="leadlag-demo-") as tmp, EmbeddedBroker() as broker:
+        logs = Path(tmp)
+        env = {
+            **os.environ,
+            "LEADLAG_BROKER": broker.url,
+            "LEADLAG_BROKER_KIND": "embedded",
+            "LEADLAG_WEB_PORT": str(port),
+            "LEADLAG_DATA_DIR": str(logs / "data"),
+            "LEADLAG_FX_RATES": os.environ.get("LEADLAG_FX_RATES", "EUR=1.08"),
+        }
+        stderr.print(
+            f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"
+            f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  {base}/api/divergence\n"
+            "Ctrl-C stops everything.",
+            highlight=False,
+        )
+        try:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker", "--log-level", "warning"],
+                env=env,
+                stdout=(logs / "worker.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            simulator = subprocess.Popen(
+                [
+                    sys.executable, "-m", "stream.cli", "simulate",
+                    "--broker", broker.url,
+                    "--speed", str(speed),
+                    "--backfill-hours", str(backfill_hours),
+                    "--incident-after-minutes", str(incident_after_minutes),
+                    "--incident-minutes", str(incident_minutes),
+                    "--seed", str(seed),
+                ],
+                env=env,
+                stdout=(logs / "simulator.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            started = time.monotonic()
+            console = Console()
+            with Live(live_summary(None, None, 0), console=console, refresh_per_second=1, transient=False) as live:
+                while not stopping and (duration is None or time.monotonic() - started < duration):
+                    if worker.poll() is not None:
+                        stderr.print(f"[red]the worker stopped (exit {worker.returncode}); its log:[/]")
+                        stderr.print((logs / "worker.log").read_text(errors="replace")[-4000:], highlight=False)
+                        raise typer.Exit(1)
+                    snapshot = fetch_json(f"{base}/api/snapshot")
+                    status = fetch_json(f"{base}/api/status")
+                    live.update(live_summary(snapshot, status, time.monotonic() - started))
+                    time.sleep(REFRESH_SECONDS)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stderr.print("stopping the simulator, the worker and the broker…")
+            _terminate(simulator, "the simulator")
+            _terminate(worker, "the worker")
+    stderr.print("stopped; nothing left running.")

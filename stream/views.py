@@ -1,0 +1,173 @@
+"""The HTTP JSON views: pure functions from (path, snapshot, runtime) to a status code and a JSON body.
+
+The worker wraps `view` in Faust web pages; `/metrics` reads the same
+`Snapshot`, so both show the same numbers by construction (money rounded to
+cents the same way). Bodies are dumped like `leadlag replay` prints the
+snapshot: JSON mode, absent rates left out. An unknown window, month or route
+answers 404 with the valid choices, so a typo fixes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from schemas.snapshot import Snapshot
+from stream.metrics import RuntimeStats
+
+JsonObject = dict[str, Any]
+Response = tuple[int, bytes]
+
+ROUTES: tuple[str, ...] = (
+    "/api/snapshot",
+    "/api/status",
+    "/api/windows",
+    "/api/windows/{window}",
+    "/api/months",
+    "/api/months/{month}",
+    "/api/revenue",
+    "/api/divergence",
+    "/api/cohorts",
+)
+
+
+def view(path: str, snapshot: Snapshot | None, runtime: RuntimeStats) -> Response:
+    """The status code and JSON body of the view at `path` (a query string or trailing slash is ignored)."""
+    parts = [part for part in path.split("?", 1)[0].split("/") if part]
+    if parts[:1] != ["api"]:
+        return not_found(f"no view at {path!r}")
+    route = parts[1:]
+    if route == ["status"]:
+        return ok(status_body(snapshot, runtime))
+    if route in ([], ["routes"]):
+        return ok({"routes": list(ROUTES)})
+    handler = _SNAPSHOT_ROUTES.get(route[0]) if route else None
+    if handler is None or len(route) > 2:
+        return not_found(f"no view at {path!r}")
+    if snapshot is None:
+        return 503, dumps({"error": "no snapshot yet: the worker is starting; try again in a few seconds"})
+    return handler(snapshot, route[1] if len(route) == 2 else None)
+
+
+def ok(body: JsonObject) -> Response:
+    return 200, dumps(body)
+
+
+def not_found(error: str, **valid: list[str]) -> Response:
+    """A 404 that says what exists: the valid values of the missing part, or every route."""
+    return 404, dumps({"error": error, **(valid or {"routes": list(ROUTES)})})
+
+
+def dumps(body: JsonObject) -> bytes:
+    return orjson.dumps(body)
+
+
+def dumped(model: BaseModel) -> JsonObject:
+    """A model as `leadlag replay` prints it: JSON types, absent rates left out."""
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def header(snapshot: Snapshot) -> JsonObject:
+    """The fields every view starts with, so a body read on its own says when and in what currency."""
+    return snapshot.model_dump(mode="json", include={"as_of", "reporting_currency"})
+
+
+def snapshot_view(snapshot: Snapshot, part: str | None) -> Response:
+    if part is not None:
+        return not_found(f"no view at '/api/snapshot/{part}'")
+    return ok(dumped(snapshot))
+
+
+def windows_view(snapshot: Snapshot, window: str | None) -> Response:
+    if window is None:
+        return ok({**header(snapshot), "windows": list(snapshot.windows)})
+    metrics = snapshot.windows.get(window)
+    if metrics is None:
+        return not_found(f"unknown window {window!r}", windows=list(snapshot.windows))
+    return ok({**header(snapshot), "window": window, **dumped(metrics)})
+
+
+def months_view(snapshot: Snapshot, month: str | None) -> Response:
+    if month is None:
+        return ok({**header(snapshot), "months": {name: dumped(metrics) for name, metrics in snapshot.months.items()}})
+    metrics = snapshot.months.get(month)
+    if metrics is None:
+        hint = "" if snapshot.months else "; there are none yet (no events)"
+        return not_found(f"unknown month {month!r} (write YYYY-MM){hint}", months=list(snapshot.months))
+    return ok({**header(snapshot), "month": month, **dumped(metrics)})
+
+
+def revenue_view(snapshot: Snapshot, part: str | None) -> Response:
+    """Revenue now, and each calendar month's MRR, movements, churn and LTV (the ChartMogul overview)."""
+    if part is not None:
+        return not_found(f"no view at '/api/revenue/{part}'")
+    months = {name: dumped(metrics.revenue) for name, metrics in snapshot.months.items()}
+    return ok({**header(snapshot), "now": dumped(snapshot.revenue), "months": months})
+
+
+def divergence_view(snapshot: Snapshot, part: str | None) -> Response:
+    if part is not None:
+        return not_found(f"no view at '/api/divergence/{part}'")
+    firing = [verdict.key for verdict in snapshot.divergence if verdict.firing]
+    verdicts = [dumped(verdict) for verdict in snapshot.divergence]
+    return ok({**header(snapshot), "firing": firing, "verdicts": verdicts})
+
+
+def cohorts_view(snapshot: Snapshot, part: str | None) -> Response:
+    if part is not None:
+        return not_found(f"no view at '/api/cohorts/{part}'")
+    return ok({**header(snapshot), "cohorts": {name: dumped(c) for name, c in snapshot.lead_cohorts.items()}})
+
+
+_SNAPSHOT_ROUTES: dict[str, Callable[[Snapshot, str | None], Response]] = {
+    "snapshot": snapshot_view,
+    "windows": windows_view,
+    "months": months_view,
+    "revenue": revenue_view,
+    "divergence": divergence_view,
+    "cohorts": cohorts_view,
+}
+
+
+def status_body(snapshot: Snapshot | None, runtime: RuntimeStats) -> JsonObject:
+    """Input counts, the worker's runtime statistics and the as-of instant: what a benchmark or a probe polls.
+
+    `ready` is false while there is no snapshot or the worker recovers its tables; `input` is null without a
+    snapshot.
+    """
+    return {
+        "ready": snapshot is not None and not runtime.recovering,
+        **(header(snapshot) if snapshot is not None else {"as_of": None, "reporting_currency": None}),
+        "input": None if snapshot is None else dumped(snapshot.input),
+        "runtime": runtime_body(runtime),
+    }
+
+
+def runtime_body(runtime: RuntimeStats) -> JsonObject:
+    lag: dict[str, dict[str, int]] = {}
+    for (topic, partition), behind in sorted(runtime.consumer_lag.items()):
+        lag.setdefault(topic, {})[str(partition)] = behind
+    return {
+        "deadletters": sorted_counts(runtime.deadletters),
+        "messages_in": sorted_counts(runtime.messages_in),
+        "events_in": sorted_counts(runtime.events_in),
+        "batches_folded": runtime.batches,
+        "consumer_lag": lag,
+        "rebalances": runtime.rebalances,
+        "recovering": runtime.recovering,
+        "partitions_assigned": runtime.partitions_assigned,
+        "snapshot_seconds": runtime.snapshot_seconds,
+        "started_at": (
+            datetime.fromtimestamp(runtime.started_at, tz=UTC).isoformat().replace("+00:00", "Z")
+            if runtime.started_at
+            else None
+        ),
+    }
+
+
+def sorted_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items()))
