@@ -2,13 +2,18 @@
 PYTHON ?= python3
 DEMO_EVENTS ?= 200000
 
-.PHONY: install demo test lint typecheck unit bench schemas
+.PHONY: install demo replay-demo test lint typecheck unit bench bench-replay schemas
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-# The simulated company bills some accounts in EUR, so the demo gives the rate.
+# The live demo: embedded broker, worker and simulator; Ctrl-C stops everything.
 demo: install
+	leadlag demo
+
+# The same simulated company folded offline: `leadlag replay` on a generated file.
+# The simulated company bills some accounts in EUR, so the rate is given.
+replay-demo: install
 	mkdir -p build
 	leadlag simulate --events $(DEMO_EVENTS) --seed 7 --incident --out build/demo.ndjson
 	LEADLAG_FX_RATES=$${LEADLAG_FX_RATES:-EUR=1.08} leadlag replay build/demo.ndjson --format table
@@ -26,6 +31,9 @@ unit:
 test: install lint typecheck unit
 
 bench: install
+	leadlag bench
+
+bench-replay: install
 	$(PYTHON) bench/replay_bench.py
 
 schemas: install

@@ -46,6 +46,7 @@ from schemas.deadletter import DeadLetter
 from schemas.events import Event
 from schemas.parsing import InvalidEvent, parse_message
 from schemas.snapshot import InputCounts, Snapshot
+from stream.app.admin import ENTITIES_TABLE
 from stream.app.topics import Topics
 from stream.codec import CodecError, decode_items, decode_state, encode_items, encode_state
 from stream.core.divergence import alert_transitions
@@ -60,6 +61,7 @@ from stream.settings import Settings
 log = logging.getLogger("leadlag.worker")
 
 SNAPSHOT_TTL_SECONDS = 2.0
+LAG_INTERVAL_SECONDS = 5.0
 MARKS_PREFIX = b"_marks:"
 """Table keys holding a partition's earliest and newest event time (not entities)."""
 ENTITY_KINDS: frozenset[str] = frozenset({"visitor", "contact", "account", "channel"})
@@ -157,10 +159,11 @@ class LeadlagWorker:
         self._snapshot_at = 0.0
         self._snapshot_seconds = 0.0
         self._alert_state: dict[str, bool] = {}
+        self._lag: dict[tuple[str, int], int] = {}
         self.registry = CollectorRegistry()
         self.app = self._create_app()
         self.table = self.app.Table(
-            "entities",
+            ENTITIES_TABLE,
             default=None,
             partitions=self.partitions,
             key_type=bytes,
@@ -220,6 +223,7 @@ class LeadlagWorker:
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.timer(self.settings.snapshot_interval_seconds)(self._publish)
+        app.timer(LAG_INTERVAL_SECONDS)(self._measure_lag)
 
         from stream import views
         from stream.app.web import install_pages
@@ -451,7 +455,7 @@ class LeadlagWorker:
             messages_in=dict(c.messages_in),
             events_in=dict(c.events_in),
             batches=c.batches,
-            consumer_lag=self._consumer_lag(),
+            consumer_lag=dict(self._lag),
             rebalances=c.rebalances,
             recovering=self.recovering,
             partitions_assigned=len(self._active_partitions()) if not self.recovering else 0,
@@ -459,21 +463,18 @@ class LeadlagWorker:
             started_at=self.started_at,
         )
 
-    def _consumer_lag(self) -> dict[tuple[str, int], int]:
-        """Committed offset vs end offset per assigned partition, from the consumer's own bookkeeping."""
-        lag: dict[tuple[str, int], int] = {}
+    async def _measure_lag(self) -> None:
+        """Refresh the consumer lag (it asks the broker, so it runs on a timer, never at scrape time)."""
+        from stream.app.tansu import consumer_lag
+
+        if self.recovering:
+            return
+        consumed = {*self.topics.inputs, self.topics.entities}  # not the changelog: it is only read to recover
         try:
-            consumer = self.app.consumer
-            highwaters = consumer.highwaters if hasattr(consumer, "highwaters") else None
-            del highwaters
-            committed_offsets: dict[Any, int] = getattr(consumer, "_committed_offset", {})
-            for tp, committed in committed_offsets.items():
-                end = consumer.highwater(tp)
-                if end is not None and committed is not None:
-                    lag[(tp.topic, tp.partition)] = max(0, end - committed)
-        except Exception:
-            return lag
-        return lag
+            lag = await consumer_lag(self.app)
+            self._lag = {tp: behind for tp, behind in lag.items() if tp[0] in consumed}
+        except Exception as exc:
+            log.debug("consumer lag not measured this time: %s", exc)
 
     # -- periodic: snapshot and alert topics ---------------------------------------
     async def _publish(self) -> None:

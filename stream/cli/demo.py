@@ -87,8 +87,11 @@ def live_summary(snapshot: dict[str, Any] | None, status: dict[str, Any] | None,
             alerts.append(Text(f"FIRING traffic up, conversion down — {scope}: {verdict['reason']}", style="bold red"))
     if not alerts:
         alerts.append(Text("no divergence alert: traffic and conversion move together", style="green"))
-    lag = sum(status.get("runtime", {}).get("consumer_lag_total", 0) for _ in [0]) if status else 0
-    footer = Text(f"consumer lag {lag:,} messages", style="dim")
+    lag = 0
+    if status:
+        for partitions in status.get("runtime", {}).get("consumer_lag", {}).values():
+            lag += sum(partitions.values())
+    footer = Text(f"consumer lag {lag:,} messages · Ctrl-C stops everything", style="dim")
     return Group(header, table, money, *alerts, footer)
 
 
@@ -111,7 +114,9 @@ def demo_command(
         float | None, typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl-C).")
     ] = None,
     web_port: Annotated[int, typer.Option(help="Port of /metrics and the JSON views (0: any free port).")] = 6066,
-    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 60.0,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (600: a simulated day in 2.4 minutes).")
+    ] = 600.0,
     backfill_hours: Annotated[float, typer.Option(help="History produced at once, so windows have a baseline.")] = 48.0,
     incident_after_minutes: Annotated[float, typer.Option(help="Start the scripted incident after this long.")] = 1.0,
     incident_minutes: Annotated[float, typer.Option(help="How long the incident lasts (real minutes).")] = 4.0,
@@ -122,7 +127,7 @@ def demo_command(
     The simulated company's traffic rises while its conversion falls after --incident-after-minutes: watch
     the divergence alert fire in the summary and on /metrics. Ctrl-C stops everything.
     """
-    from stream.broker import EmbeddedBroker
+    from stream.broker import EmbeddedBroker, port_is_free
 
     port = web_port or free_port()
     base = f"http://127.0.0.1:{port}"
@@ -132,7 +137,11 @@ def demo_command(
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal must not orphan the children
+        signal.signal(signum, on_signal)
+    if not port_is_free(port):
+        stderr.print(f"[red]error:[/] port {port} is in use: pass --web-port with a free port (0 picks one)")
+        raise typer.Exit(2)
     worker: subprocess.Popen[bytes] | None = None
     simulator: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory(prefix="leadlag-demo-") as tmp, EmbeddedBroker() as broker:
@@ -163,6 +172,7 @@ def demo_command(
                 [
                     sys.executable, "-m", "stream.cli", "simulate",
                     "--broker", broker.url,
+                    "--live",
                     "--speed", str(speed),
                     "--backfill-hours", str(backfill_hours),
                     "--incident-after-minutes", str(incident_after_minutes),
