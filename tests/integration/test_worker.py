@@ -24,8 +24,10 @@ from tests.integration.processes import (
     get_json,
     produce_events,
     produce_raw,
+    read_keyed,
     read_topic,
     running_worker,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -129,6 +131,15 @@ def test_the_worker_reports_what_replay_reports_for_the_same_events(
         mrr = metrics[("leadlag_mrr", (("currency", "USD"),))]
         assert mrr == pytest.approx(expected["revenue"]["mrr"])
         assert mrr > 0
+
+        # the compacted snapshot topic carries the same windows for downstream consumers
+        def published_sessions() -> int:
+            value = asyncio.run(
+                read_keyed(embedded_broker.bootstrap, f"{topic_prefix}leadlag.snapshots", b"window:24h")
+            )
+            return int(json.loads(value)["traffic"]["sessions"])
+
+        wait_until(lambda: published_sessions() == window_24h["sessions"], 30, "the 24h window on leadlag.snapshots")
 
 
 def test_a_worker_restarted_mid_stream_ends_with_the_same_numbers(
