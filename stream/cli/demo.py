@@ -103,7 +103,8 @@ def _terminate(process: subprocess.Popen[bytes] | None, name: str, grace_s: floa
     try:
         process.wait(grace_s)
     except subprocess.TimeoutExpired:
-        stderr.print(f"{name} did not stop in {grace_s:.0f} s; killing it", highlight=False)
+        with contextlib.suppress(Exception):
+            stderr.print(f"{name} did not stop in {grace_s:.0f} s; killing it", highlight=False)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -199,7 +200,10 @@ def demo_command(
         except KeyboardInterrupt:
             pass
         finally:
-            stderr.print("stopping the simulator, the worker and the broker…")
+            # the terminal may already be gone (SIGHUP): stopping the children must not depend on printing
+            with contextlib.suppress(Exception):
+                stderr.print("stopping the simulator, the worker and the broker…")
             _terminate(simulator, "the simulator")
             _terminate(worker, "the worker")
-    stderr.print("stopped; nothing left running.")
+    with contextlib.suppress(Exception):
+        stderr.print("stopped; nothing left running.")
