@@ -76,7 +76,8 @@ def bench_command(
     if as_json:
         print(json.dumps([result.as_json() for result in results], indent=2))
     else:
-        print_results(results, Console())
+        console = Console()
+        print_results(results, console if console.is_terminal else Console(width=130))
     if worker and any(result.worker is None for result in results):
         raise typer.Exit(1)
 
