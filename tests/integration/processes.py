@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 WORKER_READY_SECONDS = 90.0
@@ -125,45 +124,18 @@ def running_worker(broker_url: str, prefix: str, data_dir: Path, **settings: str
         worker.stop()
 
 
-TOPIC_OF_TYPE = {
-    "site_visit": "site.visits",
-    "form_fill": "form.fills",
-    "stage_change": "crm.stage_changes",
-    "subscription": "billing.subscriptions",
-    "spend": "marketing.spend",
-}
-KEY_OF_TYPE = {
-    "site_visit": "visitor_id",
-    "form_fill": "contact_id",
-    "stage_change": "contact_id",
-    "subscription": "account_id",
-    "spend": "channel",
-}
-
-
 async def produce_events(bootstrap: str, prefix: str, events: Iterable[dict[str, Any]], envelope_size: int = 1) -> int:
-    """Produce events to their input topics with aiokafka: keyed single events, or envelopes of `envelope_size`."""
+    """Produce events with aiokafka as `leadlag simulate` would: keyed single events, or envelopes."""
+    from stream.app.topics import Topics
+    from stream.produce import messages_of
+
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024)
     await producer.start()
     sent = 0
     try:
-        batches: dict[str, list[dict[str, Any]]] = {}
-        for event in events:
-            kind = str(event["type"])
-            topic = prefix + TOPIC_OF_TYPE[kind]
-            if envelope_size == 1:
-                key = str(event[KEY_OF_TYPE[kind]]).encode()
-                await producer.send(topic, orjson.dumps(event), key=key)
-            else:
-                batch = batches.setdefault(topic, [])
-                batch.append(event)
-                if len(batch) >= envelope_size:
-                    await producer.send(topic, orjson.dumps(batch))
-                    batches[topic] = []
-            sent += 1
-        for topic, batch in batches.items():
-            if batch:
-                await producer.send(topic, orjson.dumps(batch))
+        for message in messages_of(events, Topics(prefix), envelope_size):
+            await producer.send(message.topic, message.value, key=message.key)
+            sent += message.events
         await producer.flush()
     finally:
         await producer.stop()
