@@ -144,6 +144,24 @@ def test_as_of_describes_the_world_at_that_instant(tmp_path: Path) -> None:
     assert snapshot["input"]["after_as_of"] == 5
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "value", "why"),
+    [
+        ("replay", "--as-of", "2026-11-23T09:00:00", "no UTC offset"),
+        ("replay", "--as-of", "yesterday", "not an RFC 3339 timestamp"),
+        ("simulate", "--start", "2026-01-07", "no UTC offset"),
+    ],
+)
+def test_an_instant_needs_its_utc_offset_and_the_error_names_the_option(
+    command: str, option: str, value: str, why: str
+) -> None:
+    args = ["-"] if command == "replay" else ["--broker", "127.0.0.1:9", "--live"]
+    result = run(command, *args, option, value, stdin=b"")
+    assert result.returncode == 2
+    assert option.encode() in result.stderr
+    assert why.encode() in result.stderr
+
+
 def test_a_bad_setting_stops_with_a_message_naming_it() -> None:
     result = run("replay", "-", stdin=b"", env={"LEADLAG_FX_RATES": "EUR"})
     assert result.returncode == 2

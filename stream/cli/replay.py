@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from schemas.snapshot import InputCounts, Snapshot
 from stream.cli.console import stderr
+from stream.cli.options import parse_instant
 from stream.core.snapshot import build_snapshot
 from stream.replay import BadInput, open_input, replay
 from stream.settings import SettingsError, load_settings
@@ -24,18 +24,6 @@ from stream.settings import SettingsError, load_settings
 class OutputFormat(StrEnum):
     JSON = "json"
     TABLE = "table"
-
-
-def _parse_as_of(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an RFC 3339 timestamp, e.g. 2026-11-23T09:00:00Z") from None
-    if moment.tzinfo is None:
-        raise typer.BadParameter(f"{value!r} has no UTC offset; add Z or +HH:MM")
-    return moment.astimezone(UTC)
 
 
 def replay_command(
@@ -86,7 +74,7 @@ def replay_command(
         stderr.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     policy = settings.policy()
-    as_of_moment = _parse_as_of(as_of)
+    as_of_moment = None if as_of is None else parse_instant(as_of, "--as-of")
     try:
         source = open_input(file)
     except OSError as exc:

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from stream.cli.console import stderr
+from stream.cli.options import parse_instant
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -75,6 +76,14 @@ def simulate_command(
     ] = None,
     incident_minutes: Annotated[float, typer.Option(min=0.1, help="Live: wall minutes the incident lasts.")] = 30.0,
     visits_per_day: Annotated[int, typer.Option(min=1, help="Live: weekday sessions of the simulated site.")] = 5000,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<ISO 8601>",
+            help="Live: the event time (RFC 3339) the live part starts at, e.g. 2026-01-07T00:00:00Z; default now. "
+            "Pin it to replay the same weekdays every run: the site is quieter at weekends.",
+        ),
+    ] = None,
 ) -> None:
     """Generate a believable B2B SaaS company's events: NDJSON (for replay, tests and demos) or into Kafka.
 
@@ -96,7 +105,10 @@ def simulate_command(
         after = incident_after_minutes
         if after is None and incident:
             after = LIVE_INCIDENT_AFTER_MINUTES
-        _produce_live(settings, events, seed, size, speed, backfill_hours, after, incident_minutes, visits_per_day)
+        begins = datetime.now(UTC) if start is None else parse_instant(start, "--start")
+        _produce_live(
+            settings, events, seed, size, speed, backfill_hours, after, incident_minutes, visits_per_day, begins
+        )
     else:
         _produce_fast(settings, events or NDJSON_EVENTS, seed, incident, size)
 
@@ -190,11 +202,12 @@ def _produce_live(
     incident_after_minutes: float | None,
     incident_minutes: float,
     visits_per_day: int,
+    start: datetime,
 ) -> None:
     from stream.produce import live_plan, produce_live
 
     plan = live_plan(
-        datetime.now(UTC),
+        start,
         speed=speed,
         backfill_hours=backfill_hours,
         incident_after_minutes=incident_after_minutes,

@@ -171,27 +171,27 @@ async def read_topic(bootstrap: str, topic: str, expected: int, seconds: float =
     return values
 
 
+async def values_of_key(bootstrap: str, topic: str, key: bytes) -> list[bytes]:
+    """Every value published under `key` on a topic so far, oldest first (read until the topic is idle)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=1500):
+            for records in batch.values():
+                values.extend(record.value or b"" for record in records if record.key == key)
+    finally:
+        await consumer.stop()
+    return values
+
+
 async def read_keyed(bootstrap: str, topic: str, key: bytes, seconds: float = 60.0) -> bytes:
     """The latest value of `key` on a topic, waiting until one has been published."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-        )
-        await consumer.start()
-        latest: bytes | None = None
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=1500)
-                if not batch:
-                    break
-                for records in batch.values():
-                    for record in records:
-                        if record.key == key:
-                            latest = record.value
-        finally:
-            await consumer.stop()
-        if latest is not None:
-            return latest
+        if values := await values_of_key(bootstrap, topic, key):
+            return values[-1]
         await asyncio.sleep(1)
     raise AssertionError(f"no message with key {key!r} on {topic} within {seconds:.0f} s")
