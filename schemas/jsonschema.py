@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from schemas.alerts import AlertEvent
 from schemas.deadletter import DeadLetter
 from schemas.events import Event
 from schemas.snapshot import Snapshot
-from schemas.snapshot.divergence import DivergenceAlert
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -49,7 +49,9 @@ def generated() -> dict[str, dict[str, Any]]:
             Snapshot.model_json_schema(mode="serialization"), "snapshot.schema.json", "leadlag snapshot"
         ),
         "alert.schema.json": _with_id(
-            DivergenceAlert.model_json_schema(mode="serialization"), "alert.schema.json", "leadlag alert"
+            TypeAdapter(AlertEvent).json_schema(mode="serialization"),
+            "alert.schema.json",
+            "leadlag alert: divergence or another alert, by alert_name",
         ),
         "deadletter.schema.json": _with_id(
             DeadLetter.model_json_schema(mode="serialization"), "deadletter.schema.json", "leadlag dead letter"

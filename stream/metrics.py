@@ -24,6 +24,7 @@ from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from schemas.alerts import CheckVerdict
 from schemas.snapshot import MonthMetrics, Snapshot, WindowMetrics
 from schemas.snapshot.acquisition import AcquisitionWindow, ChannelAcquisition
 from schemas.snapshot.funnel import ChannelFunnel, StageDuration
@@ -38,6 +39,9 @@ PLANS_EXPOSED = 20
 ALL = "all"
 """The `channel` label value of a figure over every channel."""
 DAY_SECONDS = 86_400
+
+ALERT_LABELS = ("channel", "stage", "from_stage", "to_stage", "topic", "reason")
+"""The scope labels of `leadlag_alert_firing`, named as in the Prometheus rules; unused ones are empty."""
 
 MetricType = Literal["gauge", "counter", "histogram"]
 
@@ -74,6 +78,13 @@ class RuntimeStats:
     """How long the last snapshot took to compute."""
     started_at: float = 0.0
     """Worker start, Unix seconds."""
+    alerts: tuple[CheckVerdict, ...] = ()
+    """The worker's verdicts of the alerts besides divergence (held for their `for:`)."""
+    monthly_targets: Mapping[str, int] = field(default_factory=dict)
+    """Stage entries to reach per calendar month (LEADLAG_MONTHLY_TARGETS)."""
+    pipeline_target: Decimal | None = None
+    """Weighted open pipeline to keep (LEADLAG_PIPELINE_TARGET), in `reporting_currency`."""
+    reporting_currency: str = "USD"
 
 
 def _gauge(name: str, help: str, *labels: str) -> MetricSpec:
@@ -212,6 +223,16 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _gauge("leadlag_cohort_reached", "Of the cohort, contacts that have reached the stage so far.", "cohort_month", ST),
     _gauge("leadlag_cohort_conversion_ratio", "Cohort conversion lead -> stage so far.", "cohort_month", ST),
     # -- divergence: traffic up, conversion down ------------------------------------------------------------------
+    _gauge(
+        "leadlag_stage_entries_target", "Stage entries to reach in the window (OKR, LEADLAG_MONTHLY_TARGETS).", W, ST
+    ),
+    _gauge("leadlag_weighted_pipeline_target_amount", "Weighted open pipeline to keep (LEADLAG_PIPELINE_TARGET).", CUR),
+    _gauge(
+        "leadlag_alert_firing",
+        "1 while the worker's own verdict of an alert (besides divergence) fires, held for the rule's `for:`.",
+        "alert",
+        *ALERT_LABELS,
+    ),
     _gauge("leadlag_divergence_firing", "1 while sessions rise and conversion falls significantly, else 0.", CH),
     _gauge(
         "leadlag_divergence_sessions", "Sessions in the compared window (period=now) and its baseline.", CH, "period"
@@ -584,6 +605,15 @@ def add_all_time(f: _Families, months: list[MonthMetrics], cur: str) -> None:
 
 
 def add_runtime(f: _Families, runtime: RuntimeStats) -> None:
+    for stage, target in runtime.monthly_targets.items():
+        f.add("leadlag_stage_entries_target", target, "month", stage)
+    if runtime.pipeline_target is not None:
+        f.add("leadlag_weighted_pipeline_target_amount", runtime.pipeline_target, runtime.reporting_currency)
+    for verdict in runtime.alerts:
+        labels = verdict.labels
+        f.add(
+            "leadlag_alert_firing", int(verdict.firing), verdict.alert_name, *(labels.get(n, "") for n in ALERT_LABELS)
+        )
     for reason, count in sorted(runtime.deadletters.items()):
         f.add("leadlag_deadletters_total", count, reason)
     for topic, count in sorted(runtime.messages_in.items()):

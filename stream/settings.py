@@ -14,7 +14,13 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.events import Stage
-from stream.core.policy import DEFAULT_STAGE_PROBABILITY, DEFAULT_STALENESS_DAYS, DivergencePolicy, Policy
+from stream.core.policy import (
+    DEFAULT_STAGE_PROBABILITY,
+    DEFAULT_STALENESS_DAYS,
+    AlertPolicy,
+    DivergencePolicy,
+    Policy,
+)
 from stream.core.windows import HOUR_MS
 
 ENV_PREFIX = "LEADLAG_"
@@ -75,6 +81,20 @@ class Settings(BaseSettings):
     divergence_p_value: Annotated[float, Field(gt=0, lt=1)] = 0.05
     divergence_min_sessions: Annotated[int, Field(ge=1)] = 200
     divergence_min_leads: Annotated[int, Field(ge=0)] = 10
+    monthly_targets: Annotated[dict[Stage, int], NoDecode] = Field(
+        default_factory=dict,
+        description="Stage entries to reach each calendar month (OKRs), drawn against actuals on the funnel "
+        "dashboard, e.g. 'lead=400,mql=150,sql=60,opportunity=30,customer=12'.",
+    )
+    pipeline_target: Annotated[Decimal, Field(gt=0)] | None = Field(
+        default=None,
+        description="Weighted open pipeline to keep, in the reporting currency; PipelineCoverageLow fires below it.",
+    )
+    alert_for_seconds: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: {name: ms // 1000 for name, ms in AlertPolicy().hold_ms.items()},
+        description="How long an alert's condition must hold before the worker fires it (the rules' `for:`), "
+        "e.g. 'ConsumerLagHigh=600,DeadLettersArriving=0'.",
+    )
 
     # -- Kafka and the worker ---------------------------------------------------------
     broker: str = Field(
@@ -134,6 +154,27 @@ class Settings(BaseSettings):
         merged.update(_parse_pairs(value, str(info.field_name), example))
         return merged
 
+    @field_validator("monthly_targets", mode="before")
+    @classmethod
+    def _targets(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return _parse_pairs(value, "monthly_targets", "lead=400,customer=12")
+
+    @field_validator("alert_for_seconds", mode="before")
+    @classmethod
+    def _alert_for(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        holds = {name: ms // 1000 for name, ms in AlertPolicy().hold_ms.items()}
+        for name, seconds in _parse_pairs(value, "alert_for_seconds", "DeadLettersArriving=300").items():
+            if name not in holds:
+                raise ValueError(f"{name!r} is not an alert; use one of {', '.join(sorted(holds))}")
+            if not seconds.isdigit():
+                raise ValueError(f"{name}: {seconds!r} is not a whole number of seconds")
+            holds[name] = int(seconds)
+        return holds
+
     def policy(self) -> Policy:
         return Policy(
             reporting_currency=self.reporting_currency,
@@ -150,6 +191,10 @@ class Settings(BaseSettings):
                 p_value=self.divergence_p_value,
                 min_sessions=self.divergence_min_sessions,
                 min_leads=self.divergence_min_leads,
+            ),
+            alerts=AlertPolicy(
+                pipeline_target=self.pipeline_target,
+                hold_ms={name: seconds * 1000 for name, seconds in self.alert_for_seconds.items()},
             ),
         )
 

@@ -14,8 +14,9 @@ from prometheus_client.samples import Sample
 
 from schemas.events import EVENT_ADAPTER, Event
 from schemas.snapshot import InputCounts, Snapshot
+from stream.core.checks import worker_checks
 from stream.core.ledger import Ledger
-from stream.core.policy import Policy
+from stream.core.policy import AlertPolicy, Policy
 from stream.core.snapshot import build_snapshot
 from stream.core.windows import to_ms
 from stream.metrics import RuntimeStats, SnapshotCollector, capped_plans, metrics_catalogue
@@ -118,6 +119,17 @@ RUNTIME = RuntimeStats(
     partitions_assigned=4,
     snapshot_seconds=0.25,
     started_at=STARTED_AT,
+    alerts=tuple(
+        worker_checks(
+            {("site.visits", 0): 7, ("site.visits", 1): 0},
+            {"not_json": 2, "late": 0},
+            ["site.visits"],
+            ["not_json", "late"],
+            AlertPolicy(),
+        )
+    ),
+    monthly_targets={"lead": 400, "customer": 12},
+    pipeline_target=Decimal("250000"),
 )
 
 
@@ -305,6 +317,19 @@ def test_runtime_statistics_of_the_worker_are_exposed(scrape: Scrape) -> None:
     assert scrape.value("leadlag_snapshot_timestamp_seconds") == to_ms(T0 + timedelta(minutes=40)) / 1000
 
 
+def test_targets_are_exposed_beside_the_actuals_they_are_drawn_against(scrape: Scrape) -> None:
+    assert scrape.value("leadlag_stage_entries_target", window="month", stage="lead") == 400
+    assert scrape.value("leadlag_stage_entries_target", window="month", stage="customer") == 12
+    assert scrape.value("leadlag_weighted_pipeline_target_amount", currency="USD") == 250000
+
+
+def test_the_workers_own_alert_verdicts_are_a_gauge_labelled_like_the_rules(scrape: Scrape) -> None:
+    unused = dict.fromkeys(("channel", "stage", "from_stage", "to_stage", "topic", "reason"), "")
+    assert scrape.value("leadlag_alert_firing", **{**unused, "alert": "DeadLettersArriving", "reason": "not_json"}) == 1
+    assert scrape.value("leadlag_alert_firing", **{**unused, "alert": "DeadLettersArriving", "reason": "late"}) == 0
+    assert scrape.value("leadlag_alert_firing", **{**unused, "alert": "ConsumerLagHigh", "topic": "site.visits"}) == 0
+
+
 def test_without_a_snapshot_only_the_runtime_statistics_are_exposed() -> None:
     scrape = Scrape(None, RuntimeStats(recovering=True, started_at=STARTED_AT))
     assert {s.name for s in scrape.samples} == {
@@ -358,6 +383,7 @@ def test_no_two_families_share_a_name_once_counter_and_histogram_suffixes_are_ta
 
 
 LABELS_FROM_BOUNDED_SETS = {
+    "alert",
     "window",
     "channel",
     "stage",

@@ -42,6 +42,7 @@ from faust.types import EventT, StreamT
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from schemas.alerts import CheckVerdict
 from schemas.deadletter import DeadLetter
 from schemas.events import Event
 from schemas.parsing import InvalidEvent, parse_message
@@ -49,6 +50,7 @@ from schemas.snapshot import InputCounts, Snapshot
 from stream.app.admin import ENTITIES_TABLE
 from stream.app.topics import Topics
 from stream.codec import CodecError, decode_items, decode_state, encode_items, encode_state
+from stream.core.checks import check_transitions, data_checks, hold, recent_increase, worker_checks
 from stream.core.divergence import alert_transitions
 from stream.core.ledger import EntityState, Shard, entity_delta, shard_index
 from stream.core.links import EntityKind, Item, entity_of
@@ -159,6 +161,10 @@ class LeadlagWorker:
         self._snapshot_at = 0.0
         self._snapshot_seconds = 0.0
         self._alert_state: dict[str, bool] = {}
+        self._checks: list[CheckVerdict] = []
+        """The latest verdicts of the other alerts, held for their `for:` durations."""
+        self._check_since: dict[str, int] = {}
+        self._dead_letter_history: deque[tuple[int, dict[str, int]]] = deque()
         self._lag: dict[tuple[str, int], int] = {}
         self.registry = CollectorRegistry()
         self.app = self._create_app()
@@ -461,6 +467,10 @@ class LeadlagWorker:
             partitions_assigned=len(self._active_partitions()) if not self.recovering else 0,
             snapshot_seconds=self._snapshot_seconds,
             started_at=self.started_at,
+            alerts=tuple(self._checks),
+            monthly_targets={stage.value: target for stage, target in self.settings.monthly_targets.items()},
+            pipeline_target=self.settings.pipeline_target,
+            reporting_currency=self.settings.reporting_currency,
         )
 
     async def _measure_lag(self) -> None:
@@ -479,6 +489,8 @@ class LeadlagWorker:
     # -- periodic: snapshot and alert topics ---------------------------------------
     async def _publish(self) -> None:
         snapshot = self.snapshot()
+        data = [] if snapshot is None else data_checks(snapshot, self.policy.alerts)
+        await self._judge(data, self._worker_checks(), snapshot)
         if snapshot is None or snapshot.as_of is None:
             return
         for window, metrics in snapshot.windows.items():
@@ -494,6 +506,37 @@ class LeadlagWorker:
             log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
             await self.alerts_topic.send(key=alert.key.encode(), value=alert.model_dump_json().encode())
         self._alert_state = {verdict.key: verdict.firing for verdict in snapshot.divergence}
+
+    def _worker_checks(self) -> list[CheckVerdict]:
+        """Consumer lag and dead letters, from this worker's own counters."""
+        now_ms = int(time.time() * 1000)
+        window_ms = self.policy.alerts.dead_letter_window_ms
+        history = self._dead_letter_history
+        history.append((now_ms, dict(self.counters.deadletters)))
+        while len(history) > 1 and history[1][0] <= now_ms - window_ms:
+            history.popleft()  # keep one sample at or before the window's start, as the base
+        recent = recent_increase(list(history), now_ms, window_ms)
+        return worker_checks(self._lag, recent, self.topics.inputs, recent, self.policy.alerts)
+
+    async def _judge(self, data: list[CheckVerdict], own: list[CheckVerdict], snapshot: Snapshot | None) -> None:
+        """Hold each condition for its `for:`, then publish every change of state on the alert topic."""
+        now = datetime.now(UTC)
+        held, self._check_since = hold(
+            [*data, *own], self._check_since, int(now.timestamp() * 1000), self.policy.alerts
+        )
+        previous = {verdict.key: verdict.firing for verdict in self._checks}
+        judged = {verdict.key for verdict in held}
+        # a scope not judged this time (no snapshot while recovering) keeps its state, unannounced
+        self._checks = [*held, *(verdict for verdict in self._checks if verdict.key not in judged)]
+        data_at = now if snapshot is None or snapshot.as_of is None else snapshot.as_of
+        data_keys = {verdict.key for verdict in data}
+        alerts = [
+            *check_transitions(previous, [v for v in held if v.key in data_keys], data_at),
+            *check_transitions(previous, [v for v in held if v.key not in data_keys], now),
+        ]
+        for alert in alerts:
+            log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
+            await self.alerts_topic.send(key=alert.key.encode(), value=alert.model_dump_json().encode())
 
     # -- failure ----------------------------------------------------------------------
     def _fatal(self, agent: str, exc: BaseException) -> None:

@@ -31,6 +31,10 @@ from stream.cli.console import stderr
 
 REFRESH_SECONDS = 3.0
 
+DEMO_MONTHLY_TARGETS = "lead=2800,mql=1200,sql=550,opportunity=280,customer=90"
+"""A little above what the simulated company reaches in a month (2,684 leads, 85 customers in January)."""
+DEMO_PIPELINE_TARGET = "75000"
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -154,6 +158,9 @@ def demo_command(
             "LEADLAG_WEB_PORT": str(port),
             "LEADLAG_DATA_DIR": str(logs / "data"),
             "LEADLAG_FX_RATES": os.environ.get("LEADLAG_FX_RATES", "EUR=1.08"),
+            # OKRs for the simulated company (about 5,000 weekday sessions): drawn on the funnel dashboard
+            "LEADLAG_MONTHLY_TARGETS": os.environ.get("LEADLAG_MONTHLY_TARGETS", DEMO_MONTHLY_TARGETS),
+            "LEADLAG_PIPELINE_TARGET": os.environ.get("LEADLAG_PIPELINE_TARGET", DEMO_PIPELINE_TARGET),
         }
         stderr.print(
             f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"

@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple
 from schemas.channels import Channel
 from schemas.events import Stage
 from schemas.snapshot.divergence import DivergenceAlert, DivergenceVerdict
+from stream.core.checks import state_changes
 from stream.core.policy import DivergencePolicy, Policy
 from stream.core.rates import whole
 from stream.core.totals import Totals
@@ -227,20 +228,13 @@ def alert_transitions(previous: Mapping[str, bool], verdicts: Iterable[Divergenc
     no verdict this time keeps its state and raises nothing. The alert's
     time is the end of the evaluated window.
     """
-    alerts: list[DivergenceAlert] = []
-    for verdict in verdicts:
-        was_firing = previous.get(verdict.key, False)
-        if verdict.firing == was_firing:
-            continue
-        state: Literal["firing", "resolved"] = "firing" if verdict.firing else "resolved"
-        at = verdict.window_end
-        alerts.append(
-            DivergenceAlert(
-                alert_id=f"{verdict.key}:{state}:{at.isoformat()}",
-                state=state,
-                key=verdict.key,
-                at=at,
-                verdict=verdict,
-            )
+    return [
+        DivergenceAlert(
+            alert_id=f"{verdict.key}:{state}:{verdict.window_end.isoformat()}",
+            state=state,
+            key=verdict.key,
+            at=verdict.window_end,
+            verdict=verdict,
         )
-    return alerts
+        for verdict, state in state_changes(previous, verdicts)
+    ]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 
 from schemas.events import Stage
-from stream.core.windows import DAY_MS
+from stream.core.windows import DAY_MS, MINUTE_MS
 
 
 class UnknownCurrency(ValueError):
@@ -54,6 +55,47 @@ class DivergencePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """The thresholds of the alerts besides divergence; each matches its Prometheus rule's constant."""
+
+    drop_off_factor: Fraction = Fraction(3, 2)
+    """LeadDropOffSpike: the 24h drop-off ratio above 1.5x the 7d one ..."""
+    drop_off_rise: Fraction = Fraction(1, 10)
+    """... and at least 10 points above it ..."""
+    drop_off_min_entries: int = 20
+    """... with at least 20 contacts entering the stage in the 24h."""
+    conversion_factor: Fraction = Fraction(3, 4)
+    """StageConversionBelowTrailing: the 24h period conversion below 75 % of the 7d one ..."""
+    conversion_min_entries: int = 20
+    """... with at least 20 entries into the from-stage in the 24h."""
+    churn_ceiling: Fraction = Fraction(5, 100)
+    """MrrChurnSpike: this month's gross MRR churn so far above 5 % ..."""
+    churn_factor: Fraction = Fraction(3, 2)
+    """... or above 1.5x the mean of the exposed months ..."""
+    churn_floor: Fraction = Fraction(2, 100)
+    """... and above 2 %, so a tiny base does not page."""
+    churn_months: int = 12
+    """The months the mean covers (this one included), as many as /metrics exposes."""
+    pipeline_target: Decimal | None = None
+    """PipelineCoverageLow: weighted open pipeline below this (reporting currency); None: not judged."""
+    max_consumer_lag: int = 10_000
+    """ConsumerLagHigh: messages behind the end of an input topic, all partitions."""
+    dead_letter_window_ms: int = 15 * MINUTE_MS
+    """DeadLettersArriving: any dead letter of a reason within this long."""
+    hold_ms: dict[str, int] = field(
+        default_factory=lambda: {
+            "LeadDropOffSpike": 30 * MINUTE_MS,
+            "StageConversionBelowTrailing": 60 * MINUTE_MS,
+            "PipelineCoverageLow": 6 * 60 * MINUTE_MS,
+            "MrrChurnSpike": 60 * MINUTE_MS,
+            "ConsumerLagHigh": 10 * MINUTE_MS,
+            "DeadLettersArriving": 5 * MINUTE_MS,
+        }
+    )
+    """How long (wall time) a condition must hold before it fires: the rules' `for:`."""
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     reporting_currency: str = "USD"
     fx_rates: dict[str, Decimal] = field(default_factory=dict)
@@ -64,6 +106,7 @@ class Policy:
     """Events older than the newest seen minus this are late (dead letter); None accepts any."""
     campaign_top_n: int = 20
     divergence: DivergencePolicy = field(default_factory=DivergencePolicy)
+    alerts: AlertPolicy = field(default_factory=AlertPolicy)
 
     def to_reporting(self, amount: Decimal, currency: str | None) -> Decimal:
         """`amount` in the reporting currency; raises `UnknownCurrency` when no rate is set."""

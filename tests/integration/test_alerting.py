@@ -30,6 +30,7 @@ from tests.integration.prometheus import Prometheus, assert_every_panel_has_data
 pytestmark = pytest.mark.integration
 
 ALERT = "TrafficUpConversionDown"
+DEAD_LETTER_KEY = b"DeadLettersArriving:reason=not_json"
 SPEED = 900
 """Simulated seconds per wall second: the 24h window passes in 96 s."""
 START = "2026-01-07T00:00:00Z"
@@ -43,6 +44,14 @@ INCIDENT_AFTER_MINUTES = 0.5
 INCIDENT_MINUTES = 2.5
 """37.5 simulated hours of 1.6x traffic converting at 0.4x: the 24h window rises above its baseline by
 +20 % about 8 simulated hours in, and stops once the baseline holds more than half a day of it."""
+
+
+WORKER_SETTINGS = {
+    "monthly_targets": "lead=800,mql=330,sql=150,opportunity=75,customer=25",
+    "pipeline_target": "20000",
+    "alert_for_seconds": "DeadLettersArriving=0",
+}
+"""OKRs for the funnel dashboard's target panels; dead letters alert at once, so the worker's event shows."""
 
 
 @contextlib.contextmanager
@@ -92,7 +101,7 @@ def test_the_divergence_alert_fires_and_resolves_in_the_worker_and_in_prometheus
 ) -> None:
     alerts_topic = f"{topic_prefix}leadlag.alerts"
     with (
-        running_worker(embedded_broker.url, topic_prefix, tmp_path / "data") as worker,
+        running_worker(embedded_broker.url, topic_prefix, tmp_path / "data", **WORKER_SETTINGS) as worker,
         running_simulator(embedded_broker.url, topic_prefix, tmp_path / "simulator.log"),
         running_prometheus(worker.port, tmp_path, interval="1s") as prometheus,
     ):
@@ -129,6 +138,14 @@ def test_the_divergence_alert_fires_and_resolves_in_the_worker_and_in_prometheus
 
         # (a) every dashboard query has data from this run
         assert_every_panel_has_data(prometheus)
+
+    # the other alerts travel the same way: the malformed message raised DeadLettersArriving
+    [dead_letters] = [
+        json.loads(value)
+        for value in asyncio.run(values_of_key(embedded_broker.bootstrap, alerts_topic, DEAD_LETTER_KEY))
+    ][:1]
+    assert dead_letters["state"] == "firing"
+    assert dead_letters["verdict"]["figures"] == {"dead_letters": 1}
 
 
 def assert_z_agrees(prometheus: Prometheus) -> None:
