@@ -156,7 +156,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         CH,
         CUR,
     ),
-    _histogram("leadlag_time_to_stage_seconds", "Time from the lead moment to reaching the stage.", W, ST),
+    _histogram("leadlag_time_to_stage_seconds", "Time from the lead moment to reaching the stage.", W, CH, ST),
     _histogram("leadlag_time_in_stage_seconds", "Time spent in the stage, observed when leaving it.", W, ST),
     # -- attribution -------------------------------------------------------------------------------------
     _gauge(
@@ -407,8 +407,6 @@ def add_window(f: _Families, window: str, metrics: WindowMetrics, cur: str) -> N
         add_funnel(f, window, channel, channel_funnel, cur)
     for form_type, fills in funnel.form_fills_by_type.items():
         f.add("leadlag_form_fills_by_type", fills, window, form_type)
-    for stage, duration in funnel.time_to_stage.items():
-        f.histogram("leadlag_time_to_stage_seconds", duration, window, stage)
     for stage, duration in funnel.time_in_stage.items():
         f.histogram("leadlag_time_in_stage_seconds", duration, window, stage)
 
@@ -462,6 +460,8 @@ def add_funnel(f: _Families, window: str, channel: str, funnel: ChannelFunnel, c
     f.add("leadlag_opportunities_won", funnel.opportunities_won, window, channel)
     f.add("leadlag_opportunities_lost", funnel.opportunities_lost, window, channel)
     f.add("leadlag_win_ratio", funnel.win_rate, window, channel)
+    for stage, duration in funnel.time_to_stage.items():
+        f.histogram("leadlag_time_to_stage_seconds", duration, window, channel, stage)
     f.add("leadlag_open_opportunities", funnel.open_opportunities, window, channel)
     f.add("leadlag_pipeline_amount", funnel.pipeline_amount, window, channel, cur)
     f.add("leadlag_weighted_pipeline_amount", funnel.weighted_pipeline, window, channel, cur)

@@ -249,9 +249,10 @@ def test_the_month_shows_one_new_business_movement_and_its_mrr(scrape: Scrape) -
     assert scrape.value("leadlag_mrr_movement_amount", window="24h", kind="new_business", currency="USD") == 100
 
 
-def test_time_to_mql_is_a_histogram_with_cumulative_buckets_sum_and_count(scrape: Scrape) -> None:
-    """The lead at minute 10 became an MQL at minute 20: one observation of 600 s."""
-    labels = {"window": "1h", "stage": "mql"}
+@pytest.mark.parametrize("channel", ["all", "organic"])
+def test_time_to_mql_is_a_histogram_with_cumulative_buckets_sum_and_count(scrape: Scrape, channel: str) -> None:
+    """The lead at minute 10 became an MQL at minute 20: one observation of 600 s, overall and for its channel."""
+    labels = {"window": "1h", "channel": channel, "stage": "mql"}
     buckets = {s.labels["le"]: s.value for s in scrape.all("leadlag_time_to_stage_seconds_bucket", **labels)}
     assert buckets["3600.0"] == 1
     assert buckets["+Inf"] == 1

@@ -23,6 +23,18 @@ class StageFlow(BaseModel):
     in_stage: int = Field(description="Contacts sitting in the stage at the window's end.")
 
 
+class StageDuration(BaseModel):
+    """A duration histogram (seconds) of one stage: time to reach it from the lead moment, or time in it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int
+    mean_seconds: float | None = None
+    buckets: dict[str, int] = Field(
+        description="Cumulative counts keyed by upper bound in seconds (`le`), ending with `+Inf`."
+    )
+
+
 class ChannelFunnel(BaseModel):
     """The funnel of one channel (a contact's first-touch channel) or of all channels."""
 
@@ -38,6 +50,9 @@ class ChannelFunnel(BaseModel):
     opportunities_won: int
     opportunities_lost: int
     win_rate: float | None = None
+    time_to_stage: dict[str, StageDuration] = Field(
+        description="From the lead moment to mql, sql, opportunity and customer, observed at the reach time."
+    )
     open_opportunities: int = Field(description="At the window's end.")
     pipeline_amount: MoneyAmount = Field(description="Sum of the open opportunities' deal values at the window's end.")
     weighted_pipeline: MoneyAmount = Field(description="Σ deal value × stage probability at the window's end.")
@@ -50,24 +65,9 @@ class ChannelFunnel(BaseModel):
     )
 
 
-class StageDuration(BaseModel):
-    """A duration histogram (seconds) of one stage: time to reach it from the lead moment, or time in it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    count: int
-    mean_seconds: float | None = None
-    buckets: dict[str, int] = Field(
-        description="Cumulative counts keyed by upper bound in seconds (`le`), ending with `+Inf`."
-    )
-
-
 class FunnelWindow(ChannelFunnel):
     by_channel: dict[str, ChannelFunnel]
     form_fills_by_type: dict[str, int]
-    time_to_stage: dict[str, StageDuration] = Field(
-        description="From the lead moment to mql, sql, opportunity and customer, observed at the reach time."
-    )
     time_in_stage: dict[str, StageDuration] = Field(description="Observed when a contact leaves the stage.")
 
 

@@ -273,14 +273,17 @@ def _add(facts: dict[FactKey, V], family: str, labels: tuple[str, ...], ts_ms: i
     facts[key] = facts.get(key, value * 0) + value
 
 
-def _observe(facts: Facts, bucket_family: str, seconds_family: str, stage: str, ts_ms: int, ms: int) -> None:
+def _observe(
+    facts: Facts, bucket_family: str, seconds_family: str, stage: str, ts_ms: int, ms: int, *labels: str
+) -> None:
+    """One observation of a duration histogram: labels (stage, bucket, *labels) and (stage, *labels)."""
     seconds = ms / 1000
     label = next(
         (lab for bound, lab in zip(DURATION_BOUNDS_SECONDS, BUCKET_LABELS, strict=False) if seconds <= bound),
         BUCKET_LABELS[-1],
     )
-    _add(facts, bucket_family, (stage, label), ts_ms, 1)
-    _add(facts, seconds_family, (stage,), ts_ms, seconds)
+    _add(facts, bucket_family, (stage, label, *labels), ts_ms, 1)
+    _add(facts, seconds_family, (stage, *labels), ts_ms, seconds)
 
 
 def _hold_money(
@@ -328,7 +331,7 @@ def contact_facts(state: ContactState, policy: Policy) -> tuple[Facts, MoneyFact
         for stage in CONVERTING_STAGES:
             if stage in reached:
                 ts = reached[stage]
-                _observe(facts, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS, stage.value, ts, ts - lead_ms)
+                _observe(facts, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS, stage.value, ts, ts - lead_ms, channel)
 
     amounts = [(record.ts_ms, record.amount) for record in timeline if record.amount is not None]
     first_exit: dict[Stage, int] = {}
@@ -542,6 +545,7 @@ def _channel_funnel(totals: Totals, span: Span, as_of: Span, channel: str | None
         open_opportunities=open_opportunities,
         pipeline_amount=totals.money_total(PIPELINE_AMOUNT, as_of, by_channel_only),
         weighted_pipeline=totals.money_total(WEIGHTED_PIPELINE, as_of, by_channel_only),
+        time_to_stage=stage_durations(totals, span, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS, channel),
         won_amount=won_amount,
         average_deal_value=(won_amount / won).quantize(MONEY_PLACES) if won else None,
         average_sales_cycle_days=cycle_seconds / won / (DAY_MS / 1000) if won else None,
@@ -561,18 +565,25 @@ def _is_empty(funnel: ChannelFunnel) -> bool:
     )
 
 
-def stage_durations(totals: Totals, span: Span, bucket_family: str, seconds_family: str) -> dict[str, StageDuration]:
-    """Histograms (cumulative, like Prometheus) of the durations observed in the window, by stage."""
+def stage_durations(
+    totals: Totals, span: Span, bucket_family: str, seconds_family: str, channel: str | None = None
+) -> dict[str, StageDuration]:
+    """Histograms (cumulative, like Prometheus) of the durations observed in the window, by stage.
+
+    With `channel`, only the contacts of that first-touch channel (time to stage carries one).
+    """
     durations: dict[str, StageDuration] = {}
     stages = CONVERTING_STAGES if bucket_family == TIME_TO_STAGE_BUCKET else FUNNEL_STAGES
+    of_bucket = {} if channel is None else {2: channel}
+    of_seconds = {} if channel is None else {1: channel}
     for stage in stages:
-        per_bucket = totals.total_by(bucket_family, span, 1, {0: stage.value})
+        per_bucket = totals.total_by(bucket_family, span, 1, {0: stage.value, **of_bucket})
         cumulative: dict[str, int] = {}
         running = 0
         for label in BUCKET_LABELS:
             running += whole(per_bucket.get(label, 0))
             cumulative[label] = running
-        seconds = totals.total(seconds_family, span, {0: stage.value})
+        seconds = totals.total(seconds_family, span, {0: stage.value, **of_seconds})
         durations[stage.value] = StageDuration(
             count=running, mean_seconds=seconds / running if running else None, buckets=cumulative
         )
@@ -603,7 +614,6 @@ def funnel_window(totals: Totals, span: Span, policy: Policy) -> FunnelWindow:
         form_fills_by_type={
             form_type: whole(value) for form_type, value in sorted(totals.total_by(FORM_FILLS, span, 0).items())
         },
-        time_to_stage=stage_durations(totals, span, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS),
         time_in_stage=stage_durations(totals, span, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS),
     )
 

@@ -296,6 +296,24 @@ def test_time_to_convert_is_a_histogram_from_the_lead_moment() -> None:
     assert "lead" not in window.time_to_stage
 
 
+def test_time_to_convert_by_channel_counts_each_contact_under_its_first_touch_channel() -> None:
+    totals = folded(
+        fill("c1", days=0, channel="paid"),
+        stage("c1", "lead", 0),
+        stage("c1", "mql", 0, hours=2),
+        stage("c2", "lead", 0),  # no touchpoint: unknown
+        stage("c2", "mql", 0, hours=0.5),
+    )
+    window = funnel_window(totals, days_span(0, 1), POLICY)
+    paid, unknown = (
+        window.by_channel["paid"].time_to_stage["mql"],
+        window.by_channel[UNKNOWN_CHANNEL].time_to_stage["mql"],
+    )
+    assert (paid.count, paid.mean_seconds) == (1, 7200)
+    assert (unknown.count, unknown.mean_seconds) == (1, 1800)
+    assert window.time_to_stage["mql"].count == paid.count + unknown.count
+
+
 # -- channels and touchpoints ------------------------------------------------------------------
 
 

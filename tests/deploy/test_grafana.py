@@ -152,9 +152,10 @@ def test_the_divergence_alert_is_annotated_on_the_traffic_and_conversion_panels(
 
 def test_the_funnel_reads_time_to_convert_from_the_histogram_buckets() -> None:
     exprs = [e.expr for e in panel_catalogue([by_title("leadlag — Funnel")]) if e.title.startswith("Time to convert")]
+    buckets = 'leadlag_time_to_stage_seconds_bucket{window="$window", channel=~"$channel"}'
     assert exprs == [
-        'histogram_quantile(0.5, sum by (le, stage) (leadlag_time_to_stage_seconds_bucket{window="$window"}))',
-        'histogram_quantile(0.9, sum by (le, stage) (leadlag_time_to_stage_seconds_bucket{window="$window"}))',
+        f"histogram_quantile(0.5, sum by (le, channel, stage) ({buckets}))",
+        f"histogram_quantile(0.9, sum by (le, channel, stage) ({buckets}))",
     ]
 
 
