@@ -31,6 +31,7 @@ ROUTES: tuple[str, ...] = (
     "/api/months/{month}",
     "/api/revenue",
     "/api/divergence",
+    "/api/alerts",
     "/api/cohorts",
 )
 
@@ -43,6 +44,8 @@ def view(path: str, snapshot: Snapshot | None, runtime: RuntimeStats) -> Respons
     route = parts[1:]
     if route == ["status"]:
         return ok(status_body(snapshot, runtime))
+    if route == ["alerts"]:
+        return ok(alerts_body(snapshot, runtime))
     if route in ([], ["routes"]):
         return ok({"routes": list(ROUTES)})
     handler = _SNAPSHOT_ROUTES.get(route[0]) if route else None
@@ -115,6 +118,22 @@ def divergence_view(snapshot: Snapshot, part: str | None) -> Response:
     firing = [verdict.key for verdict in snapshot.divergence if verdict.firing]
     verdicts = [dumped(verdict) for verdict in snapshot.divergence]
     return ok({**header(snapshot), "firing": firing, "verdicts": verdicts})
+
+
+def alerts_body(snapshot: Snapshot | None, runtime: RuntimeStats) -> JsonObject:
+    """Every alert's verdicts as the worker judges them now: divergence, then the others (held for `for:`).
+
+    `firing` lists the keys that fire, as they appear on `leadlag.alerts`. Served without a snapshot
+    too, since the worker's own alerts (lag, dead letters) matter most while it starts.
+    """
+    divergence = [] if snapshot is None else snapshot.divergence
+    firing = [v.key for v in divergence if v.firing] + [v.key for v in runtime.alerts if v.firing]
+    return {
+        **(header(snapshot) if snapshot is not None else {"as_of": None, "reporting_currency": None}),
+        "firing": firing,
+        "divergence": [dumped(verdict) for verdict in divergence],
+        "checks": [{"key": verdict.key, **dumped(verdict)} for verdict in runtime.alerts],
+    }
 
 
 def cohorts_view(snapshot: Snapshot, part: str | None) -> Response:

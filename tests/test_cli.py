@@ -204,3 +204,19 @@ def test_help_explains_each_command() -> None:
     assert b"replay" in result.stdout
     assert b"simulate" in result.stdout
     assert b"stdin" in run("replay", "--help").stdout
+
+
+def test_the_demo_summary_shows_every_alert_that_fires() -> None:
+    from rich.console import Console
+
+    from stream.cli.demo import live_summary
+    from stream.views import alerts_body
+    from tests.test_metrics import RUNTIME, small_company_snapshot
+
+    snapshot = small_company_snapshot().model_dump(mode="json")
+    console = Console(record=True, width=200)
+    console.print(live_summary(snapshot, None, 12, alerts_body(None, RUNTIME)))
+    text = console.export_text()
+    assert "no divergence alert" in text
+    assert "FIRING DeadLettersArriving — reason=not_json: 2 dead letters (not_json) in the last 15 minutes" in text
+    assert "ConsumerLagHigh" not in text  # judged, not firing

@@ -125,6 +125,15 @@ def test_before_the_first_snapshot_status_says_not_ready_and_the_data_views_answ
     assert "starting" in answer["error"]
 
 
+def test_the_alerts_view_lists_every_verdict_and_the_firing_keys_as_on_the_alert_topic(small: Snapshot) -> None:
+    alerts = body("/api/alerts", small)
+    assert alerts["firing"] == ["DeadLettersArriving:reason=not_json"]  # RUNTIME: two not_json dead letters
+    assert [v["key"] for v in alerts["checks"]] == [v.key for v in RUNTIME.alerts]
+    assert len(alerts["divergence"]) == len(small.divergence)
+    # the worker's own alerts are served while it starts, before any snapshot
+    assert body("/api/alerts", None)["firing"] == ["DeadLettersArriving:reason=not_json"]
+
+
 def test_an_unknown_route_answers_404_listing_every_route(small: Snapshot) -> None:
     for path in ("/api/nope", "/api/windows/1h/traffic", "/metrics/extra", "/api/revenue/now"):
         answer = body(path, small, status=404)

@@ -17,19 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from schemas.snapshot import Snapshot
 from stream.metrics import RuntimeStats
+from stream.views import ROUTES
 
-API_PATHS = (
-    "/api",
-    "/api/windows",
-    "/api/snapshot",
-    "/api/status",
-    "/api/revenue",
-    "/api/divergence",
-    "/api/cohorts",
-    "/api/months",
-    "/api/months/{month}",
-    "/api/windows/{window}",
-)
+API_PATHS = ("/api", *ROUTES)
+"""Every JSON view the pure `stream.views` answers, registered as a Faust web page."""
 
 ViewFunction = Callable[[str, Snapshot | None, RuntimeStats], tuple[int, bytes]]
 

@@ -55,8 +55,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-def live_summary(snapshot: dict[str, Any] | None, status: dict[str, Any] | None, elapsed_s: float) -> Group:
-    """A compact picture of the snapshot: traffic and conversion now, revenue, and the divergence alert."""
+def live_summary(
+    snapshot: dict[str, Any] | None,
+    status: dict[str, Any] | None,
+    elapsed_s: float,
+    alerts_view: dict[str, Any] | None = None,
+) -> Group:
+    """A compact picture of the snapshot: traffic and conversion now, revenue, and the alerts that fire."""
     header = Text(f"leadlag demo · {elapsed_s:,.0f} s", style="bold")
     if not snapshot or snapshot.get("as_of") is None:
         waiting = "waiting for the worker to join the broker and fold the first events…"
@@ -91,6 +96,10 @@ def live_summary(snapshot: dict[str, Any] | None, status: dict[str, Any] | None,
             alerts.append(Text(f"FIRING traffic up, conversion down — {scope}: {verdict['reason']}", style="bold red"))
     if not alerts:
         alerts.append(Text("no divergence alert: traffic and conversion move together", style="green"))
+    for check in (alerts_view or {}).get("checks", []):
+        if check["firing"]:
+            scope = ", ".join(f"{name}={value}" for name, value in sorted(check["labels"].items())) or "overall"
+            alerts.append(Text(f"FIRING {check['alert_name']} — {scope}: {check['reason']}", style="red"))
     lag = 0
     if status:
         for partitions in status.get("runtime", {}).get("consumer_lag", {}).values():
@@ -122,7 +131,9 @@ def demo_command(
     speed: Annotated[
         float, typer.Option(help="Simulated seconds per real second (600: a simulated day in 2.4 minutes).")
     ] = 600.0,
-    backfill_hours: Annotated[float, typer.Option(help="History produced at once, so windows have a baseline.")] = 48.0,
+    backfill_hours: Annotated[
+        float, typer.Option(help="History produced at once, so the window has its baseline a week earlier.")
+    ] = 192.0,
     incident_after_minutes: Annotated[float, typer.Option(help="Start the scripted incident after this long.")] = 1.0,
     incident_minutes: Annotated[float, typer.Option(help="How long the incident lasts (real minutes).")] = 4.0,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
@@ -158,13 +169,16 @@ def demo_command(
             "LEADLAG_WEB_PORT": str(port),
             "LEADLAG_DATA_DIR": str(logs / "data"),
             "LEADLAG_FX_RATES": os.environ.get("LEADLAG_FX_RATES", "EUR=1.08"),
+            # the same hours a week earlier: against the day before, a Monday looks like a surge and a
+            # weekend hides the incident (the simulated site is quieter at weekends)
+            "LEADLAG_DIVERGENCE_BASELINE": os.environ.get("LEADLAG_DIVERGENCE_BASELINE", "week_ago"),
             # OKRs for the simulated company (about 5,000 weekday sessions): drawn on the funnel dashboard
             "LEADLAG_MONTHLY_TARGETS": os.environ.get("LEADLAG_MONTHLY_TARGETS", DEMO_MONTHLY_TARGETS),
             "LEADLAG_PIPELINE_TARGET": os.environ.get("LEADLAG_PIPELINE_TARGET", DEMO_PIPELINE_TARGET),
         }
         stderr.print(
             f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"
-            f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  {base}/api/divergence\n"
+            f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  {base}/api/alerts\n"
             "Ctrl-C stops everything.",
             highlight=False,
         )
@@ -202,7 +216,8 @@ def demo_command(
                         raise typer.Exit(1)
                     snapshot = fetch_json(f"{base}/api/snapshot")
                     status = fetch_json(f"{base}/api/status")
-                    live.update(live_summary(snapshot, status, time.monotonic() - started))
+                    alerts = fetch_json(f"{base}/api/alerts")
+                    live.update(live_summary(snapshot, status, time.monotonic() - started, alerts))
                     time.sleep(REFRESH_SECONDS)
         except KeyboardInterrupt:
             pass

@@ -24,7 +24,7 @@ import pytest
 
 from schemas.snapshot.divergence import DivergenceAlert
 from stream.core.divergence import two_proportion_z_test
-from tests.integration.processes import produce_raw, running_worker, values_of_key, wait_until
+from tests.integration.processes import get_json, produce_raw, running_worker, values_of_key, wait_until
 from tests.integration.prometheus import Prometheus, assert_every_panel_has_data, running_prometheus
 
 pytestmark = pytest.mark.integration
@@ -138,6 +138,8 @@ def test_the_divergence_alert_fires_and_resolves_in_the_worker_and_in_prometheus
 
         # (a) every dashboard query has data from this run
         assert_every_panel_has_data(prometheus)
+        # the worker's other verdicts, over HTTP: the malformed message is a dead letter of the last 15 min
+        assert DEAD_LETTER_KEY.decode() in get_json(f"{worker.base}/api/alerts")["firing"]
 
     # the other alerts travel the same way: the malformed message raised DeadLettersArriving
     [dead_letters] = [
