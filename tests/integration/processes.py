@@ -53,6 +53,18 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str, log: Pa
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}\n--- worker log ---\n{tail}")
 
 
+def stop_group(process: subprocess.Popen[bytes], how: int = signal.SIGTERM, grace_s: float = 20.0) -> int:
+    """Stop a child started with `start_new_session=True` and everything it started; SIGKILL after `grace_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, how)
+    try:
+        return process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
 class WorkerProcess:
     """`python -m stream.cli worker` with its own settings; always stopped by `stop()`."""
 

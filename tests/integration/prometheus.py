@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from typing import Any
 import yaml
 
 from stream.dashboards import GRAFANA_DEFAULTS, expand_variables, load_dashboards, panel_catalogue
-from tests.integration.processes import free_port, get_json, wait_until
+from tests.integration.processes import free_port, get_json, stop_group, wait_until
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 VIEW = {**GRAFANA_DEFAULTS, "window": "30d"}
@@ -82,12 +80,7 @@ def running_prometheus(worker_port: int, folder: Path, interval: str = "1s") -> 
     try:
         yield Prometheus(f"http://127.0.0.1:{port}", log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
 
 
 def assert_every_panel_has_data(prometheus: Prometheus, view: dict[str, str] = VIEW) -> None:

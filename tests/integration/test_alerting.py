@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 
 from schemas.snapshot.divergence import DivergenceAlert
 from stream.core.divergence import two_proportion_z_test
-from tests.integration.processes import get_json, produce_raw, running_worker, values_of_key, wait_until
+from tests.integration.processes import get_json, produce_raw, running_worker, stop_group, values_of_key, wait_until
 from tests.integration.prometheus import Prometheus, assert_every_panel_has_data, running_prometheus
 
 pytestmark = pytest.mark.integration
@@ -74,13 +73,7 @@ def running_simulator(broker_url: str, prefix: str, log: Path) -> Iterator[subpr
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, signal.SIGINT)
 
 
 def overall_alerts(bootstrap: str, topic: str) -> list[DivergenceAlert]:

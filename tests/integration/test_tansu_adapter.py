@@ -7,7 +7,6 @@ notices the day a new broker version stops needing the adapter.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stream.app import tansu
 from stream.app.admin import TopicSpec, ensure_topics
 from stream.broker import EmbeddedBroker
+from tests.integration.processes import stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -208,12 +208,7 @@ def counter_worker(script: Path, mode: str, *args: str) -> Iterator[subprocess.P
         yield process
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, grace_s=30)
 
 
 def wait_for(condition: object, what: str, log: Path) -> None:
