@@ -26,11 +26,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from schemas.alerts import CheckVerdict
 from schemas.snapshot import MonthMetrics, Snapshot, WindowMetrics
-from schemas.snapshot.acquisition import AcquisitionWindow, ChannelAcquisition
+from schemas.snapshot.acquisition import ChannelAcquisition
 from schemas.snapshot.funnel import ChannelFunnel, StageDuration
 from schemas.snapshot.money import to_cents
 from schemas.snapshot.revenue import MrrMovements
 from schemas.snapshot.traffic import ChannelTraffic
+from stream.core.alltime import MOVEMENT_KINDS, all_time
 
 MONTHS_EXPOSED = 12
 """Calendar months (and lead cohorts) exposed with a `month` label: the last 12, so the label set stays bounded."""
@@ -269,14 +270,6 @@ CATALOGUE: tuple[MetricSpec, ...] = (
 )
 
 _SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOGUE}
-MOVEMENT_KINDS: tuple[tuple[str, str, str], ...] = (
-    ("new_business", "new_business_mrr", "new_business_accounts"),
-    ("expansion", "expansion_mrr", "expansion_accounts"),
-    ("reactivation", "reactivation_mrr", "reactivation_accounts"),
-    ("contraction", "contraction_mrr", "contraction_accounts"),
-    ("churn", "churned_mrr", "churn_accounts"),
-)
-"""Movement kind label -> (amount field, accounts field) of `MrrMovements`."""
 
 
 def metrics_catalogue() -> list[MetricSpec]:
@@ -540,68 +533,35 @@ def add_month(f: _Families, month: str, metrics: MonthMetrics, cur: str) -> None
 
 
 def add_all_time(f: _Families, months: list[MonthMetrics], cur: str) -> None:
-    """Counters over every calendar month since the first event: what `rate()` and `increase()` need.
+    """Counters over every calendar month since the first event (`stream.core.alltime`).
 
     The snapshot has no all-time traffic, so sessions have no counter here
     (`leadlag_events_in_total{topic}` counts site visits as they arrive).
     """
-    entries: dict[tuple[str, str], int] = {}
-    leads: dict[str, int] = {}
-    customers: dict[str, int] = {}
-    won: dict[str, int] = {}
-    lost: dict[str, int] = {}
-    won_amount: dict[str, Decimal] = {}
-    spend: dict[tuple[str, str], Decimal] = {}
-    fills: dict[str, int] = {}
-    movements: dict[str, Decimal] = {kind: Decimal(0) for kind, _, _ in MOVEMENT_KINDS}
-    movement_accounts: dict[str, int] = {kind: 0 for kind, _, _ in MOVEMENT_KINDS}
-
-    def count_funnel(channel: str, funnel: ChannelFunnel) -> None:
-        for stage, flow in funnel.stages.items():
-            entries[channel, stage] = entries.get((channel, stage), 0) + flow.entries
-        won[channel] = won.get(channel, 0) + funnel.opportunities_won
-        lost[channel] = lost.get(channel, 0) + funnel.opportunities_lost
-        won_amount[channel] = won_amount.get(channel, Decimal(0)) + funnel.won_amount
-
-    def count_acquisition(channel: str, acquisition: ChannelAcquisition) -> None:
-        leads[channel] = leads.get(channel, 0) + acquisition.new_leads
-        customers[channel] = customers.get(channel, 0) + acquisition.new_customers
-        for category, amount in (("marketing", acquisition.marketing_spend), ("sales", acquisition.sales_spend)):
-            spend[channel, category] = spend.get((channel, category), Decimal(0)) + amount
-
-    for month in months:
-        count_funnel(ALL, month.funnel)
-        for channel, channel_funnel in month.funnel.by_channel.items():
-            count_funnel(channel, channel_funnel)
-        for form_type, filled in month.funnel.form_fills_by_type.items():
-            fills[form_type] = fills.get(form_type, 0) + filled
-        acquisition: AcquisitionWindow = month.acquisition
-        count_acquisition(ALL, acquisition)
-        for channel, channel_acquisition in acquisition.by_channel.items():
-            count_acquisition(channel, channel_acquisition)
-        for kind, amount_field, accounts_field in MOVEMENT_KINDS:
-            movements[kind] += getattr(month.revenue.movements, amount_field)
-            movement_accounts[kind] += getattr(month.revenue.movements, accounts_field)
-
-    if not months:
+    total = all_time(months)
+    if total is None:
         return
-    for (channel, stage), entered in entries.items():
-        f.add("leadlag_contacts_entered_stage_total", entered, channel, stage)
-    for channel, count in leads.items():
-        f.add("leadlag_leads_created_total", count, channel)
-    for channel, count in customers.items():
-        f.add("leadlag_customers_acquired_total", count, channel)
-    for form_type, count in fills.items():
+    for (channel, stage), entered in total.stage_entries.items():
+        f.add("leadlag_contacts_entered_stage_total", entered, _label(channel), stage)
+    for channel, count in total.new_leads.items():
+        f.add("leadlag_leads_created_total", count, _label(channel))
+    for channel, count in total.new_customers.items():
+        f.add("leadlag_customers_acquired_total", count, _label(channel))
+    for form_type, count in total.form_fills.items():
         f.add("leadlag_forms_filled_total", count, form_type)
-    for channel, count in won.items():
-        f.add("leadlag_opportunities_closed_total", count, channel, "won")
-        f.add("leadlag_opportunities_closed_total", lost[channel], channel, "lost")
-        f.add("leadlag_deal_amount_won_total", won_amount[channel], channel, cur)
-    for (channel, category), amount in spend.items():
-        f.add("leadlag_spent_amount_total", amount, channel, category, cur)
-    for kind, amount in movements.items():
+    for channel, count in total.opportunities_won.items():
+        f.add("leadlag_opportunities_closed_total", count, _label(channel), "won")
+        f.add("leadlag_opportunities_closed_total", total.opportunities_lost[channel], _label(channel), "lost")
+        f.add("leadlag_deal_amount_won_total", total.won_amount[channel], _label(channel), cur)
+    for (channel, category), amount in total.spend.items():
+        f.add("leadlag_spent_amount_total", amount, _label(channel), category, cur)
+    for kind, amount in total.movement_amount.items():
         f.add("leadlag_mrr_moved_amount_total", amount, kind, cur)
-        f.add("leadlag_mrr_movements_total", movement_accounts[kind], kind)
+        f.add("leadlag_mrr_movements_total", total.movement_accounts[kind], kind)
+
+
+def _label(channel: str | None) -> str:
+    return ALL if channel is None else channel
 
 
 def add_runtime(f: _Families, runtime: RuntimeStats) -> None:

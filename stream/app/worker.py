@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
@@ -52,7 +53,7 @@ from stream.app.topics import Topics
 from stream.codec import CodecError, decode_items, decode_state, encode_items, encode_state
 from stream.core.checks import check_transitions, data_checks, hold, recent_increase, worker_checks
 from stream.core.divergence import alert_transitions
-from stream.core.ledger import EntityState, Shard, entity_delta, shard_index
+from stream.core.ledger import EntityState, Shard, entity_delta, late_reason, shard_index
 from stream.core.links import EntityKind, Item, entity_of
 from stream.core.policy import Policy, UnknownCurrency
 from stream.core.snapshot import build_snapshot
@@ -68,6 +69,8 @@ MARKS_PREFIX = b"_marks:"
 """Table keys holding a partition's earliest and newest event time (not entities)."""
 ENTITY_KINDS: frozenset[str] = frozenset({"visitor", "contact", "account", "channel"})
 DEADLETTER_TEXT_LIMIT = 64 * 1024
+ENVELOPE_START = re.compile(rb"\s*\[")
+"""A message that opens a JSON array is an envelope (matched in place: a message can be megabytes)."""
 """Original bytes are always kept as base64; the UTF-8 copy only for messages up to this size."""
 
 EMBEDDED_TIMEOUTS = {
@@ -253,21 +256,22 @@ class LeadlagWorker:
         message = event.message
         payload: bytes = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
         topic = message.topic
-        self.counters.messages_in[topic] += 1
         outgoing: dict[int, list[Item]] = defaultdict(list)
         parsed = parse_message(payload)
+        self.counters.messages_in[topic] += 1
+        self.counters.events += len(parsed)
+        self.counters.events_in[topic] += len(parsed)
         # the whole message is one event unless it was a JSON array (an envelope) that could be read
-        whole = not payload.lstrip().startswith(b"[") or (
+        whole = ENVELOPE_START.match(payload) is None or (
             len(parsed) == 1 and isinstance(parsed[0], InvalidEvent) and parsed[0].index is None
         )
+        newest = max((newest for _, newest in self.marks.values()), default=None)
         for index, item in enumerate(parsed):
-            self.counters.events += 1
-            self.counters.events_in[topic] += 1
             if isinstance(item, InvalidEvent):
                 self.counters.invalid += 1
                 await self._dead_letter(event, payload if whole else orjson.dumps(item.raw), item.reason, item.index)
                 continue
-            reason = self._rejection(item)
+            reason = self._rejection(item, newest)
             if reason is not None:
                 self.counters.rejected += 1
                 await self._dead_letter(event, payload if whole else item_json(item), reason, None if whole else index)
@@ -277,23 +281,16 @@ class LeadlagWorker:
         for partition, items in outgoing.items():
             await self.entities_topic.send(value=encode_items(items), partition=partition)
 
-    def _rejection(self, item: Event) -> str | None:
-        """Valid JSON that cannot be counted: a currency with no rate, or later than the grace period."""
+    def _rejection(self, item: Event, newest_ms: int | None) -> str | None:
+        """Valid JSON that cannot be counted: a currency with no rate, or older than the newest event seen
+        (`newest_ms`) by more than the grace period."""
         currency = getattr(item, "currency", None)
         if currency is not None:
             try:
                 self.policy.to_reporting(Decimal(0), currency)
             except UnknownCurrency as exc:
                 return str(exc)
-        grace = self.policy.grace_ms
-        if grace is not None and self.marks:
-            newest = max(newest for _, newest in self.marks.values())
-            if item.occurred_ms < newest - grace:
-                return (
-                    f"late: occurred_at {item.occurred_at.isoformat()} is more than the grace period "
-                    f"({grace // 3_600_000} h) before the newest event seen"
-                )
-        return None
+        return late_reason(item, newest_ms, self.policy)
 
     async def _dead_letter(self, event: EventT[bytes], original: bytes, reason: str, index: int | None) -> None:
         message = event.message

@@ -162,6 +162,17 @@ class FoldCounts:
     rejected: int = 0
 
 
+def late_reason(event: Event, newest_ms: int | None, policy: Policy) -> str | None:
+    """Why `event` is too late to count (older than the newest event seen by more than the grace period), or None."""
+    grace = policy.grace_ms
+    if grace is None or newest_ms is None or event.occurred_ms >= newest_ms - grace:
+        return None
+    return (
+        f"late: occurred_at {event.occurred_at.isoformat()} is more than the grace period "
+        f"({grace // 3_600_000} h) before the newest event seen ({to_datetime(newest_ms).isoformat()})"
+    )
+
+
 class Ledger:
     """Folds events through the reducers across `shards` partitions, routing links between them."""
 
@@ -177,14 +188,9 @@ class Ledger:
 
     def check_lateness(self, event: Event) -> None:
         """Raise `RejectedEvent` when the event is older than the grace period allows."""
-        grace = self.policy.grace_ms
-        ts = event.occurred_ms
-        if grace is not None and self.watermark_ms is not None and ts < self.watermark_ms - grace:
-            raise RejectedEvent(
-                f"late: occurred_at {event.occurred_at.isoformat()} is more than the grace period "
-                f"({grace // 3_600_000} h) before the newest event seen "
-                f"({to_datetime(self.watermark_ms).isoformat()})"
-            )
+        reason = late_reason(event, self.watermark_ms, self.policy)
+        if reason is not None:
+            raise RejectedEvent(reason)
 
     def fold(self, event: Event) -> Outcome:
         """Fold one event and every link it causes; raises `RejectedEvent` for late or unconvertible input."""

@@ -241,6 +241,33 @@ def test_bad_input_goes_to_the_dead_letter_with_its_reason_and_the_good_events_a
     assert "engaged_seconds" in enveloped[0]["reason"]
 
 
+def test_an_event_older_than_the_grace_period_goes_to_the_dead_letter_as_late(
+    embedded_broker: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    def visit(n: int, at: str) -> bytes:
+        return orjson.dumps(GOOD | {"event_id": f"v-{n}", "visitor_id": f"v{n}", "occurred_at": at})
+
+    topic = f"{topic_prefix}site.visits"
+    with running_worker(embedded_broker.url, topic_prefix, tmp_path / "data", grace_hours="1") as worker:
+        asyncio.run(produce_raw(embedded_broker.bootstrap, topic, [visit(1, "2026-03-02T10:00:00Z")]))
+        worker.wait_for(1)
+        # 30 minutes before the newest event is within the hour of grace; two hours is not
+        late = visit(3, "2026-03-02T08:00:00Z")
+        asyncio.run(produce_raw(embedded_broker.bootstrap, topic, [visit(2, "2026-03-02T09:30:00Z"), late]))
+        worker.wait_for(3)
+        counts = worker.status()["input"]
+        [letter] = [
+            json.loads(v)
+            for v in asyncio.run(read_topic(embedded_broker.bootstrap, f"{topic_prefix}leadlag.deadletter", 1))
+        ]
+        assert samples(worker.base)[("leadlag_deadletters_total", (("reason", "late"),))] == 1
+    assert (counts["accepted"], counts["rejected"]) == (2, 1)
+    assert letter["reason"].startswith(
+        "late: occurred_at 2026-03-02T08:00:00+00:00 is more than the grace period (1 h)"
+    )
+    assert letter["original_text"] == late.decode()
+
+
 def test_events_from_a_librdkafka_producer_are_counted_like_any_others(
     embedded_broker: Any, topic_prefix: str, tmp_path: Path
 ) -> None:
