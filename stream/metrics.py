@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from schemas.alerts import CheckVerdict
-from schemas.snapshot import MonthMetrics, Snapshot, WindowMetrics
+from schemas.snapshot import InputCounts, MonthMetrics, Snapshot, WindowMetrics
 from schemas.snapshot.acquisition import ChannelAcquisition
 from schemas.snapshot.funnel import ChannelFunnel, StageDuration
 from schemas.snapshot.money import to_cents
@@ -86,6 +87,10 @@ class RuntimeStats:
     pipeline_target: Decimal | None = None
     """Weighted open pipeline to keep (LEADLAG_PIPELINE_TARGET), in `reporting_currency`."""
     reporting_currency: str = "USD"
+    input: InputCounts | None = None
+    """The input counters as they stand (no snapshot needed): what `/api/status` reports."""
+    as_of: datetime | None = None
+    """The instant the next snapshot will describe."""
 
 
 def _gauge(name: str, help: str, *labels: str) -> MetricSpec:

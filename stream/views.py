@@ -36,24 +36,30 @@ ROUTES: tuple[str, ...] = (
 )
 
 
-def view(path: str, snapshot: Snapshot | None, runtime: RuntimeStats) -> Response:
-    """The status code and JSON body of the view at `path` (a query string or trailing slash is ignored)."""
+def view(path: str, snapshot: Snapshot | Callable[[], Snapshot | None] | None, runtime: RuntimeStats) -> Response:
+    """The status code and JSON body of the view at `path` (a query string or trailing slash is ignored).
+
+    `snapshot` may be a function that computes it: `/api/status` (which probes and benchmarks poll often)
+    is then answered from `runtime` alone when it carries the input counts, without building one.
+    """
+    read = snapshot if callable(snapshot) else lambda: snapshot
     parts = [part for part in path.split("?", 1)[0].split("/") if part]
     if parts[:1] != ["api"]:
         return not_found(f"no view at {path!r}")
     route = parts[1:]
     if route == ["status"]:
-        return ok(status_body(snapshot, runtime))
+        return ok(status_body(None if runtime.input is not None else read(), runtime))
     if route == ["alerts"]:
-        return ok(alerts_body(snapshot, runtime))
+        return ok(alerts_body(read(), runtime))
     if route in ([], ["routes"]):
         return ok({"routes": list(ROUTES)})
     handler = _SNAPSHOT_ROUTES.get(route[0]) if route else None
     if handler is None or len(route) > 2:
         return not_found(f"no view at {path!r}")
-    if snapshot is None:
+    current = read()
+    if current is None:
         return 503, dumps({"error": "no snapshot yet: the worker is starting; try again in a few seconds"})
-    return handler(snapshot, route[1] if len(route) == 2 else None)
+    return handler(current, route[1] if len(route) == 2 else None)
 
 
 def ok(body: JsonObject) -> Response:
@@ -155,13 +161,21 @@ _SNAPSHOT_ROUTES: dict[str, Callable[[Snapshot, str | None], Response]] = {
 def status_body(snapshot: Snapshot | None, runtime: RuntimeStats) -> JsonObject:
     """Input counts, the worker's runtime statistics and the as-of instant: what a benchmark or a probe polls.
 
-    `ready` is false while there is no snapshot or the worker recovers its tables; `input` is null without a
-    snapshot.
+    The counts and as-of come from `runtime` when it carries them (the worker's live counters), else from
+    `snapshot`. `ready` is false while there are none or the worker recovers its tables; `input` is then null.
     """
+    if runtime.input is not None:
+        as_of = None if runtime.as_of is None else runtime.as_of.isoformat().replace("+00:00", "Z")
+        where = {"as_of": as_of, "reporting_currency": runtime.reporting_currency}
+        counts: JsonObject | None = dumped(runtime.input)
+    elif snapshot is not None:
+        where, counts = header(snapshot), dumped(snapshot.input)
+    else:
+        where, counts = {"as_of": None, "reporting_currency": None}, None
     return {
-        "ready": snapshot is not None and not runtime.recovering,
-        **(header(snapshot) if snapshot is not None else {"as_of": None, "reporting_currency": None}),
-        "input": None if snapshot is None else dumped(snapshot.input),
+        "ready": counts is not None and not runtime.recovering,
+        **where,
+        "input": counts,
         "runtime": runtime_body(runtime),
     }
 

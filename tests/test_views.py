@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client.samples import Sample
 
 from schemas.events import EVENT_ADAPTER
-from schemas.snapshot import Snapshot
+from schemas.snapshot import InputCounts, Snapshot
 from stream.core.policy import Policy
 from stream.metrics import RuntimeStats
 from stream.simulation import generate_count
@@ -132,6 +133,22 @@ def test_the_alerts_view_lists_every_verdict_and_the_firing_keys_as_on_the_alert
     assert len(alerts["divergence"]) == len(small.divergence)
     # the worker's own alerts are served while it starts, before any snapshot
     assert body("/api/alerts", None)["firing"] == ["DeadLettersArriving:reason=not_json"]
+
+
+def test_status_from_the_live_counters_never_computes_a_snapshot() -> None:
+    """Probes and `leadlag bench` poll /api/status several times a second; a snapshot costs far more."""
+
+    def no_snapshot() -> Snapshot | None:
+        raise AssertionError("/api/status computed the snapshot")
+
+    counts = InputCounts(events=12, accepted=9, duplicates=1, invalid=1, rejected=1)
+    runtime = RuntimeStats(input=counts, as_of=datetime(2026, 3, 2, 10, 0, tzinfo=UTC), reporting_currency="EUR")
+    status = body("/api/status", no_snapshot, runtime)
+    assert status["ready"] is True
+    assert status["input"] == counts.model_dump()
+    assert (status["as_of"], status["reporting_currency"]) == ("2026-03-02T10:00:00Z", "EUR")
+    # the data views still compute it, once asked
+    assert body("/api/windows/1h", lambda: None, runtime, status=503)
 
 
 def test_an_unknown_route_answers_404_listing_every_route(small: Snapshot) -> None:

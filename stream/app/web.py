@@ -22,7 +22,7 @@ from stream.views import ROUTES
 API_PATHS = ("/api", *ROUTES)
 """Every JSON view the pure `stream.views` answers, registered as a Faust web page."""
 
-ViewFunction = Callable[[str, Snapshot | None, RuntimeStats], tuple[int, bytes]]
+ViewFunction = Callable[[str, Callable[[], Snapshot | None], RuntimeStats], tuple[int, bytes]]
 
 
 def install_pages(
@@ -37,7 +37,7 @@ def install_pages(
 
     def page(path: str) -> None:
         async def handler(self: View, request: Request, **_: Any) -> Response:
-            status, body = view(str(request.url.path), snapshot(), runtime())
+            status, body = view(str(request.url.path), snapshot, runtime())
             return self.bytes(body, content_type="application/json", status=status)
 
         handler.__name__ = "api_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")

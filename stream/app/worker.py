@@ -58,6 +58,7 @@ from stream.core.links import EntityKind, Item, entity_of
 from stream.core.policy import Policy, UnknownCurrency
 from stream.core.snapshot import build_snapshot
 from stream.core.totals import Totals
+from stream.core.windows import to_datetime
 from stream.metrics import RuntimeStats, SnapshotCollector
 from stream.settings import Settings
 
@@ -433,27 +434,23 @@ class LeadlagWorker:
         if self._snapshot is None or now - self._snapshot_at > SNAPSHOT_TTL_SECONDS:
             started = time.perf_counter()
             earliest = min((e for e, _ in self.marks.values()), default=None)
-            c = self.counters
-            self._snapshot = build_snapshot(
-                self.totals,
-                self.as_of_ms(),
-                earliest,
-                self.policy,
-                InputCounts(
-                    events=c.events,
-                    accepted=c.accepted,
-                    duplicates=c.duplicates,
-                    invalid=c.invalid,
-                    rejected=c.rejected,
-                ),
-            )
+            self._snapshot = build_snapshot(self.totals, self.as_of_ms(), earliest, self.policy, self.input_counts())
             self._snapshot_at = now
             self._snapshot_seconds = time.perf_counter() - started
         return self._snapshot
 
+    def input_counts(self) -> InputCounts:
+        c = self.counters
+        return InputCounts(
+            events=c.events, accepted=c.accepted, duplicates=c.duplicates, invalid=c.invalid, rejected=c.rejected
+        )
+
     def runtime(self) -> RuntimeStats:
         c = self.counters
+        as_of = self.as_of_ms()
         return RuntimeStats(
+            input=self.input_counts(),
+            as_of=None if as_of is None else to_datetime(as_of),
             deadletters=dict(c.deadletters),
             messages_in=dict(c.messages_in),
             events_in=dict(c.events_in),
