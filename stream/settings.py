@@ -21,7 +21,7 @@ from stream.core.policy import (
     DivergencePolicy,
     Policy,
 )
-from stream.core.windows import HOUR_MS
+from stream.core.windows import DAY_MS, HOUR_MS
 
 ENV_PREFIX = "LEADLAG_"
 
@@ -74,6 +74,17 @@ class Settings(BaseSettings):
         default=None, description="Events older than the newest seen minus this are late (dead letter)."
     )
     campaign_top_n: Annotated[int, Field(ge=1, le=1000)] = 20
+    dedupe_horizon_days: Annotated[float, Field(gt=0, le=366)] = Field(
+        default=7,
+        description="An entity remembers the event ids of this many days (event time) before its newest event; "
+        "a duplicate arriving later than that is counted again (docs/architecture.md, Duplicates).",
+    )
+    attribution_lookback_days: Annotated[float, Field(gt=0, le=730)] = Field(
+        default=90, description="Touches older than this before a conversion earn it no credit and are not kept."
+    )
+    max_touches: Annotated[int, Field(ge=2, le=10_000)] = Field(
+        default=100, description="At most this many touches kept per contact for attribution (the first always)."
+    )
     divergence_window_hours: Annotated[float, Field(gt=0)] = 24
     divergence_baseline: Literal["previous", "week_ago"] = "previous"
     divergence_sessions_rise: Annotated[float, Field(gt=0)] = 0.20
@@ -183,6 +194,9 @@ class Settings(BaseSettings):
             stage_probability=dict(self.stage_probability),
             grace_ms=None if self.grace_hours is None else int(self.grace_hours * HOUR_MS),
             campaign_top_n=self.campaign_top_n,
+            dedupe_horizon_ms=int(self.dedupe_horizon_days * DAY_MS),
+            attribution_lookback_ms=int(self.attribution_lookback_days * DAY_MS),
+            max_touches=self.max_touches,
             divergence=DivergencePolicy(
                 window_ms=int(self.divergence_window_hours * HOUR_MS),
                 baseline=self.divergence_baseline,

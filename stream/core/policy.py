@@ -105,6 +105,12 @@ class Policy:
     grace_ms: int | None = None
     """Events older than the newest seen minus this are late (dead letter); None accepts any."""
     campaign_top_n: int = 20
+    dedupe_horizon_ms: int = 7 * DAY_MS
+    """Event ids are remembered this long (event time) after an entity's newest event (stream.core.dedupe)."""
+    attribution_lookback_ms: int = 90 * DAY_MS
+    """Touches older than this before a conversion neither earn credit nor are kept for it."""
+    max_touches: int = 100
+    """At most this many touches kept per contact (the first touch always among them)."""
     divergence: DivergencePolicy = field(default_factory=DivergencePolicy)
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
 
