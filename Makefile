@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEMO_EVENTS ?= 200000
 
-.PHONY: install demo replay-demo test lint typecheck unit bench bench-replay schemas
+.PHONY: install demo replay-demo test lint typecheck unit bench bench-replay bench-memory schemas
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -35,6 +35,10 @@ bench: install
 
 bench-replay: install
 	$(PYTHON) bench/replay_bench.py
+
+# Peak RSS of replay on four site-visit inputs (memory per visitor vs per event); MEMORY_BENCH_ARGS=--scale 0.1 is quick.
+bench-memory: install
+	$(PYTHON) bench/memory_bench.py $(MEMORY_BENCH_ARGS)
 
 schemas: install
 	$(PYTHON) -m schemas.jsonschema --write

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,7 @@ def test_simulated_events_replay_cleanly_and_the_table_shows_the_headline_figure
     for heading in ("Traffic, last 30 days", "Funnel, last 30 days", "Revenue now", "Acquisition", "conversion down"):
         assert heading in table
     assert "20,000 counted, 0 duplicates, 0 invalid, 0 rejected" in result.stderr.decode()
+    assert re.search(r"final snapshot built in [\d,]+\.\d ms", result.stderr.decode())
 
 
 def test_envelopes_give_the_same_snapshot_as_one_event_per_line(tmp_path: Path) -> None:

@@ -107,6 +107,7 @@ def replay_command(
         ledger, counts = replay(lines(), policy, as_of_moment, shards=shards, on_bad=report)
     elapsed = time.perf_counter() - started
     as_of_ms = int(as_of_moment.timestamp() * 1000) if as_of_moment else ledger.watermark_ms
+    snapshot_started = time.perf_counter()
     snapshot = build_snapshot(
         ledger.totals(),
         as_of_ms,
@@ -121,6 +122,7 @@ def replay_command(
             after_as_of=counts.after_as_of,
         ),
     )
+    snapshot_ms = (time.perf_counter() - snapshot_started) * 1000
     if output_format is OutputFormat.JSON:
         sys.stdout.buffer.write(snapshot_json(snapshot) + b"\n")
     else:
@@ -137,6 +139,7 @@ def replay_command(
         f"{counts.rejected:,} rejected",
         highlight=False,
     )
+    stderr.print(f"final snapshot built in {snapshot_ms:,.1f} ms", highlight=False)
 
 
 def snapshot_json(snapshot: Snapshot) -> bytes:

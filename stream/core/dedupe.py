@@ -18,6 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+MIN_PRUNE_SIZE = 16
+"""Ids are pruned once there are more than this and twice as many as after the last pruning."""
+
+
 class RecentIds:
     """The ids (with event times) of an entity's events within the dedupe horizon of its newest event."""
 
@@ -35,6 +39,11 @@ class RecentIds:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def seen(self, event_id: str, horizon_ms: int) -> bool:
+        """True when `event_id` was folded and lies within the horizon: the same answer whenever it is asked."""
+        ts = self.ids.get(event_id)
+        return ts is not None and (self.newest_ms is None or ts >= self.newest_ms - horizon_ms)
+
     def remember(self, event_id: str, ts_ms: int, horizon_ms: int) -> None:
         """Record a folded event; forget ids older than the horizon once the table has doubled."""
         newest = self.newest_ms
@@ -43,7 +52,7 @@ class RecentIds:
         if ts_ms < newest - horizon_ms:
             return  # already outside the horizon: remembering it would only be pruned again
         self.ids[event_id] = ts_ms
-        if len(self.ids) > max(64, 2 * self.pruned_size):
+        if len(self.ids) > max(MIN_PRUNE_SIZE, 2 * self.pruned_size):
             self.prune(horizon_ms)
 
     def prune(self, horizon_ms: int) -> None:

@@ -21,7 +21,7 @@ from schemas.events import Event, FormFill, SiteVisit, Spend, StageChange, Subsc
 from stream.core import acquisition, funnel, revenue, traffic
 from stream.core.links import AccountLink, EntityKind, Item, Step, Touch, VisitorLink, entity_of
 from stream.core.policy import Policy, UnknownCurrency
-from stream.core.totals import Delta, Totals
+from stream.core.totals import Delta, Retention, Totals
 from stream.core.windows import to_datetime
 
 
@@ -84,7 +84,7 @@ class Shard:
     def __init__(self, policy: Policy, store: EntityStore | None = None, totals: Totals | None = None) -> None:
         self.policy = policy
         self.store: EntityStore = store if store is not None else DictStore()
-        self.totals = totals if totals is not None else Totals()
+        self.totals = totals if totals is not None else Totals(Retention.for_grace(policy.grace_ms))
 
     def fold(self, item: Item) -> Step:
         """Fold one item addressed to an entity of this shard; apply its delta; return the step."""
@@ -101,9 +101,9 @@ class Shard:
     def _step(self, item: Item, state: EntityState) -> Step:
         policy = self.policy
         if isinstance(item, SiteVisit):
-            return traffic.apply_site_visit(_as(state, traffic.VisitorState), item)
+            return traffic.apply_site_visit(_as(state, traffic.VisitorState), item, policy)
         if isinstance(item, VisitorLink):
-            return traffic.apply_visitor_link(_as(state, traffic.VisitorState), item)
+            return traffic.apply_visitor_link(_as(state, traffic.VisitorState), item, policy)
         if isinstance(item, StageChange):
             return funnel.apply_stage_change(_as(state, funnel.ContactState), item, policy)
         if isinstance(item, FormFill):
@@ -144,7 +144,7 @@ def rebuild_totals(states: Iterable[tuple[EntityKind, str, EntityState]], policy
     Equal to the totals folded event by event, because every entity's
     contribution is a function of its state alone (a property the tests hold).
     """
-    totals = Totals()
+    totals = Totals(Retention.for_grace(policy.grace_ms))
     for kind, key, state in states:
         totals.apply(entity_delta(kind, key, state, policy))
     return totals
@@ -205,6 +205,7 @@ class Ledger:
             self.counts.rejected += 1
             raise
         outcome = Outcome.DUPLICATE if first.duplicate else Outcome.ACCEPTED
+        # a duplicate's links are folded too: they are idempotent, and they repair links a crash lost
         pending: deque[Item] = deque(first.emitted)
         while pending:
             item = pending.popleft()
@@ -237,7 +238,7 @@ class Ledger:
         """The totals of all shards (the shard's own object when there is only one)."""
         if len(self.shards) == 1:
             return self.shards[0].totals
-        merged = Totals()
+        merged = Totals(Retention.for_grace(self.policy.grace_ms))
         for shard in self.shards:
             merged.merge(shard.totals)
         return merged

@@ -11,22 +11,34 @@ in minute, hour and month buckets. Because facts only ever add up:
   partitions and workers can each keep their own;
 - a window sum reads at most a few hundred buckets, whatever its length.
 
+Retention (docs/architecture.md, "Totals and retention"): minute buckets are
+kept only as long as the longest rolling window plus the grace period
+(`Retention.minutes_ms`), hour buckets for `Retention.hours_ms`, month buckets
+for ever (one per month and series). Time here is the newest event time the
+totals have seen; a fact older than a granularity's retention is added to the
+coarser buckets only. So memory follows series and time, never events, and
+every window the snapshot reads (rolling windows end at the newest event,
+calendar months are whole or end there) stays exact to the minute.
+
 Counts and seconds are floats (ints stay ints when only ints are added);
 money is `Decimal` and kept in its own series so it is never mixed with floats.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from stream.core.windows import (
+    DAY_MS,
     HOUR_MS,
     MINUTE_MS,
     Span,
     ceil_hour,
+    floor_day,
     floor_hour,
     floor_minute,
     month_start,
@@ -45,15 +57,42 @@ BEGINNING_MS = -(2**62)
 V = TypeVar("V", float, Decimal)
 
 
-def _sum_range(buckets: Mapping[int, V], step_ms: int, start_ms: int, end_ms: int, zero: V) -> V:
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long each granularity of bucket is kept, behind the newest event time the totals have seen."""
+
+    minutes_ms: int = 31 * DAY_MS
+    """The longest rolling window (30 d) and a day's margin; `for_policy` adds the grace period."""
+    hours_ms: int = 92 * DAY_MS
+    """Hourly buckets: a quarter of hourly history for charts and the hour-aligned parts of long spans."""
+
+    @classmethod
+    def for_grace(cls, grace_ms: int | None) -> Retention:
+        """Minute and hour buckets kept long enough that a late event within the grace period lands exactly."""
+        extra = grace_ms or 0
+        return cls(31 * DAY_MS + extra, 92 * DAY_MS + extra)
+
+
+def _prune_front(buckets: dict[int, Any], cutoff: int) -> None:
+    """Drop buckets older than `cutoff`; keys mostly arrive in time order, so the oldest are at the front."""
+    stale = []
+    for key in buckets:
+        if key >= cutoff:
+            break
+        stale.append(key)
+    for key in stale:
+        del buckets[key]
+
+
+def _sum_keys(buckets: Mapping[int, V], step_ms: int, start_ms: int, end_ms: int, zero: V) -> V:
     """Sum of buckets whose start lies in [start_ms, end_ms); looks up or scans, whichever is fewer."""
     total = zero
     if end_ms <= start_ms:
         return total
-    steps = (end_ms - start_ms) // step_ms
-    if steps <= len(buckets):
+    if (end_ms - start_ms) // step_ms <= len(buckets):
+        get = buckets.get
         for key in range(start_ms, end_ms, step_ms):
-            value = buckets.get(key)
+            value = get(key)
             if value is not None:
                 total += value
     else:
@@ -64,111 +103,155 @@ def _sum_range(buckets: Mapping[int, V], step_ms: int, start_ms: int, end_ms: in
 
 
 class BucketSeries(Generic[V]):
-    """One additive series, bucketed by minute, hour and calendar month."""
+    """One additive series, bucketed by minute, hour and calendar month, each kept for its retention.
 
-    __slots__ = ("first_ms", "hours", "minutes", "months", "zero")
+    `minutes` maps an hour's start to that hour's minute buckets, so an hour of
+    minutes is dropped at once and a partial hour is summed from one small dict.
+    """
+
+    __slots__ = ("dense", "first_ms", "hours", "minutes", "months", "zero")
 
     def __init__(self, zero: V) -> None:
         self.zero: V = zero
+        self.dense = not isinstance(zero, Decimal)
+        """Counts keep an hour's minutes in a flat array of 60 (int64, or float64 once a fraction arrives);
+        money keeps a dict of the minutes that have a value."""
         self.first_ms: int | None = None
-        """The earliest minute ever added to; only moves earlier (buckets that net to 0 are dropped)."""
-        self.minutes: dict[int, V] = {}
+        """The earliest minute ever added to; only moves earlier."""
+        self.minutes: dict[int, Any] = {}
+        """hour start -> that hour's minute buckets (an array of 60 for counts, a dict for money)."""
         self.hours: dict[int, V] = {}
         self.months: dict[int, V] = {}
 
-    def add(self, ts_ms: int, value: V) -> None:
-        if self.first_ms is None or ts_ms < self.first_ms:
-            self.first_ms = floor_minute(ts_ms)
-        for buckets, key in (
-            (self.minutes, floor_minute(ts_ms)),
-            (self.hours, floor_hour(ts_ms)),
-            (self.months, month_start(ts_ms)),
-        ):
-            new = buckets.get(key, self.zero) + value
-            if new == 0:
-                buckets.pop(key, None)
+    def add(self, ts_ms: int, value: V, minute_cutoff: int = BEGINNING_MS, hour_cutoff: int = BEGINNING_MS) -> None:
+        """Add `value` at `ts_ms`; granularities whose retention `ts_ms` is older than are left alone."""
+        minute = ts_ms - ts_ms % MINUTE_MS
+        if self.first_ms is None or minute < self.first_ms:
+            self.first_ms = minute
+        hour = ts_ms - ts_ms % HOUR_MS
+        if hour >= minute_cutoff:
+            chunk = self.minutes.get(hour)
+            if self.dense:
+                slot = (ts_ms - hour) // MINUTE_MS
+                if chunk is None:
+                    chunk = self.minutes[hour] = array("q", _EMPTY_HOUR)
+                _add_to_slot(self.minutes, hour, chunk, slot, value)  # type: ignore[arg-type]
             else:
-                buckets[key] = new
+                if chunk is None:
+                    chunk = self.minutes[hour] = {}
+                new = chunk.get(minute, self.zero) + value
+                if new == 0:
+                    chunk.pop(minute, None)
+                else:
+                    chunk[minute] = new
+        if hour >= hour_cutoff:
+            new = self.hours.get(hour, self.zero) + value
+            if new == 0:
+                self.hours.pop(hour, None)
+            else:
+                self.hours[hour] = new
+        key = month_start(ts_ms)
+        new = self.months.get(key, self.zero) + value
+        if new == 0:
+            self.months.pop(key, None)
+        else:
+            self.months[key] = new
+
+    def prune(self, minute_cutoff: int, hour_cutoff: int) -> None:
+        _prune_front(self.minutes, minute_cutoff)
+        _prune_front(self.hours, hour_cutoff)
+
+    def _minutes_between(self, start_ms: int, end_ms: int) -> V:
+        """Sum of minute buckets in [start_ms, end_ms), both within one hour."""
+        if end_ms <= start_ms:
+            return self.zero
+        hour = start_ms - start_ms % HOUR_MS
+        chunk = self.minutes.get(hour)
+        if not chunk:
+            return self.zero
+        if self.dense:
+            return sum(chunk[(start_ms - hour) // MINUTE_MS : (end_ms - hour - 1) // MINUTE_MS + 1])  # type: ignore[no-any-return]
+        found = self.zero
+        for key, value in chunk.items():
+            if start_ms <= key < end_ms:
+                found += value
+        return found
 
     def total(self, span: Span) -> V:
-        """Sum over [span.start_ms, span.end_ms), exact to the minute."""
-        start, end = floor_minute(max(span.start_ms, BEGINNING_MS)), floor_minute(span.end_ms)
-        if not self.minutes or self.first_ms is None:
+        """Sum over [span.start_ms, span.end_ms), exact to the minute within the minute retention."""
+        if self.first_ms is None:
             return self.zero
-        start = max(start, self.first_ms)
+        start, end = floor_minute(max(span.start_ms, BEGINNING_MS)), floor_minute(span.end_ms)
+        if start <= self.first_ms:
+            # nothing lies before the first minute: start at its month, which months alone cover
+            start = month_start(self.first_ms)
+        if end <= start:
+            return self.zero
         full_hours_from, full_hours_to = ceil_hour(start), floor_hour(end)
         if full_hours_from >= full_hours_to:
-            return _sum_range(self.minutes, MINUTE_MS, start, end, self.zero)
-        total = _sum_range(self.minutes, MINUTE_MS, start, full_hours_from, self.zero)
-        total += _sum_range(self.minutes, MINUTE_MS, full_hours_to, end, self.zero)
+            if full_hours_from > end:  # start and end in one hour
+                return self._minutes_between(start, end)
+            return self._minutes_between(start, full_hours_from) + self._minutes_between(full_hours_to, end)
+        total = self._minutes_between(start, full_hours_from) + self._minutes_between(full_hours_to, end)
         full_months_from = (
             full_hours_from if full_hours_from == month_start(full_hours_from) else next_month_start(full_hours_from)
         )
         full_months_to = month_start(full_hours_to)
         if full_months_from < full_months_to:
-            total += _sum_range_months(self.months, full_months_from, full_months_to, self.zero)
-            total += _sum_range(self.hours, HOUR_MS, full_hours_from, full_months_from, self.zero)
-            total += _sum_range(self.hours, HOUR_MS, full_months_to, full_hours_to, self.zero)
+            for key, value in self.months.items():
+                if full_months_from <= key < full_months_to:
+                    total += value
+            total += _sum_keys(self.hours, HOUR_MS, full_hours_from, full_months_from, self.zero)
+            total += _sum_keys(self.hours, HOUR_MS, full_months_to, full_hours_to, self.zero)
         else:
-            total += _sum_range(self.hours, HOUR_MS, full_hours_from, full_hours_to, self.zero)
+            total += _sum_keys(self.hours, HOUR_MS, full_hours_from, full_hours_to, self.zero)
         return total
 
     def merge(self, other: BucketSeries[V]) -> None:
-        for key, value in other.minutes.items():
-            self.add(key, value)
+        """Add another series bucket by bucket (each granularity keeps what the other kept)."""
+        if other.first_ms is not None and (self.first_ms is None or other.first_ms < self.first_ms):
+            self.first_ms = other.first_ms
+        for hour, chunk in other.minutes.items():
+            if self.dense:
+                for slot, value in enumerate(chunk):
+                    if value:
+                        mine = self.minutes.get(hour)
+                        if mine is None:
+                            mine = self.minutes[hour] = array("q", _EMPTY_HOUR)
+                        _add_to_slot(self.minutes, hour, mine, slot, value)
+            else:
+                mine = self.minutes.setdefault(hour, {})
+                _add_buckets(mine, chunk, self.zero)
+                if not mine:
+                    del self.minutes[hour]
+        _add_buckets(self.hours, other.hours, self.zero)
+        _add_buckets(self.months, other.months, self.zero)
 
     def is_empty(self) -> bool:
-        return not self.minutes
+        return not self.months
 
 
-def _sum_range_months(buckets: Mapping[int, V], start_ms: int, end_ms: int, zero: V) -> V:
-    total = zero
-    for key, value in buckets.items():
-        if start_ms <= key < end_ms:
-            total += value
-    return total
+_EMPTY_HOUR = bytes(8 * 60)
+"""60 zeroed int64 or float64 slots."""
 
 
-class DistinctSeries:
-    """Distinct members (e.g. visitor ids) by minute, hour and month; exact.
+def _add_to_slot(minutes: dict[int, Any], hour: int, chunk: array[Any], slot: int, value: float) -> None:
+    """Add to one minute of an hour's array; an int array becomes a float one when a fraction arrives."""
+    if chunk.typecode == "q":
+        if value.__class__ is int or (value.__class__ is float and value.is_integer() and abs(value) < 2**53):
+            chunk[slot] += int(value)
+            return
+        chunk = minutes[hour] = array("d", chunk.tolist())
+    chunk[slot] += value
 
-    A window's count is the size of the union of the buckets it covers.
-    """
 
-    __slots__ = ("hours", "minutes", "months")
-
-    def __init__(self) -> None:
-        self.minutes: dict[int, set[str]] = {}
-        self.hours: dict[int, set[str]] = {}
-        self.months: dict[int, set[str]] = {}
-
-    def add(self, ts_ms: int, member: str) -> None:
-        self.minutes.setdefault(floor_minute(ts_ms), set()).add(member)
-        self.hours.setdefault(floor_hour(ts_ms), set()).add(member)
-        self.months.setdefault(month_start(ts_ms), set()).add(member)
-
-    def members(self, span: Span) -> set[str]:
-        start, end = floor_minute(max(span.start_ms, BEGINNING_MS)), floor_minute(span.end_ms)
-        found: set[str] = set()
-        if not self.minutes:
-            return found
-        start = max(start, min(self.months))
-        full_from, full_to = ceil_hour(start), floor_hour(end)
-        edges = [(start, end)] if full_from >= full_to else [(start, full_from), (full_to, end)]
-        for lo, hi in edges:
-            for key, members in self.minutes.items():
-                if lo <= key < hi:
-                    found |= members
-        if full_from < full_to:
-            for key, members in self.hours.items():
-                if full_from <= key < full_to:
-                    found |= members
-        return found
-
-    def merge(self, other: DistinctSeries) -> None:
-        for key, members in other.minutes.items():
-            for member in members:
-                self.add(key, member)
+def _add_buckets(mine: dict[int, V], other: Mapping[int, V], zero: V) -> None:
+    for key, value in other.items():
+        new = mine.get(key, zero) + value
+        if new == 0:
+            mine.pop(key, None)
+        else:
+            mine[key] = new
 
 
 def _matches(labels: Labels, match: Mapping[int, str]) -> bool:
@@ -177,12 +260,10 @@ def _matches(labels: Labels, match: Mapping[int, str]) -> bool:
 
 @dataclass(slots=True)
 class Delta:
-    """What one fold step adds to the totals: fact increments and distinct members."""
+    """What one fold step adds to the totals: fact increments."""
 
     counts: Facts = field(default_factory=dict)
     money: MoneyFacts = field(default_factory=dict)
-    members: list[tuple[str, Labels, int, str]] = field(default_factory=list)
-    """(family, labels, ts_ms, member) for distinct-count families."""
 
     def count(self, family: str, labels: Labels, ts_ms: int, value: float = 1) -> None:
         key = (family, labels, ts_ms)
@@ -192,6 +273,14 @@ class Delta:
         key = (family, labels, ts_ms)
         self.money[key] = self.money.get(key, Decimal(0)) + value
 
+    def absorb(self, other: Delta) -> None:
+        """Add another delta's facts to this one (a batch's deltas become one)."""
+        counts, money = self.counts, self.money
+        for key, value in other.counts.items():
+            counts[key] = counts.get(key, 0) + value
+        for key, amount in other.money.items():
+            money[key] = money.get(key, Decimal(0)) + amount
+
     @classmethod
     def between(cls, old: Facts, new: Facts, old_money: MoneyFacts, new_money: MoneyFacts) -> Delta:
         """The change from an entity's old contribution to its new one."""
@@ -199,36 +288,59 @@ class Delta:
 
 
 class Totals:
-    """All series of one partition (or, after `merge`, of many)."""
+    """All series of one partition (or, after `merge`, of many), with retention (see the module docstring)."""
 
-    __slots__ = ("counts", "distinct", "money")
+    __slots__ = ("counts", "hour_cutoff", "minute_cutoff", "money", "newest_ms", "retention")
 
-    def __init__(self) -> None:
+    def __init__(self, retention: Retention | None = None) -> None:
+        self.retention = retention or Retention()
         self.counts: dict[str, dict[Labels, BucketSeries[float]]] = {}
         self.money: dict[str, dict[Labels, BucketSeries[Decimal]]] = {}
-        self.distinct: dict[str, dict[Labels, DistinctSeries]] = {}
+        self.newest_ms: int | None = None
+        """The newest fact time seen: retention counts back from it."""
+        self.minute_cutoff = BEGINNING_MS
+        """Minute buckets of hours before this are dropped (moves a whole day at a time)."""
+        self.hour_cutoff = BEGINNING_MS
+
+    # -- time and retention -------------------------------------------------------
+    def advance(self, ts_ms: int) -> None:
+        """Note a fact time; once the newest time enters a new day, drop buckets past their retention."""
+        if self.newest_ms is not None and ts_ms <= self.newest_ms:
+            return
+        self.newest_ms = ts_ms
+        day = floor_day(ts_ms)
+        minute_cutoff = day - self.retention.minutes_ms
+        if minute_cutoff <= self.minute_cutoff:
+            return
+        self.minute_cutoff = minute_cutoff
+        self.hour_cutoff = day - self.retention.hours_ms
+        for by_labels in self.counts.values():
+            for series in by_labels.values():
+                series.prune(self.minute_cutoff, self.hour_cutoff)
+        for money_by_labels in self.money.values():
+            for money_series in money_by_labels.values():
+                money_series.prune(self.minute_cutoff, self.hour_cutoff)
 
     # -- writing -----------------------------------------------------------------
     def add(self, family: str, labels: Labels, ts_ms: int, value: float) -> None:
-        by_labels = self.counts.setdefault(family, {})
+        if self.newest_ms is None or ts_ms > self.newest_ms:
+            self.advance(ts_ms)
+        by_labels = self.counts.get(family)
+        if by_labels is None:
+            by_labels = self.counts[family] = {}
         series = by_labels.get(labels)
         if series is None:
             series = by_labels[labels] = BucketSeries(0)
-        series.add(ts_ms, value)
+        series.add(ts_ms, value, self.minute_cutoff, self.hour_cutoff)
 
     def add_money(self, family: str, labels: Labels, ts_ms: int, value: Decimal) -> None:
+        if self.newest_ms is None or ts_ms > self.newest_ms:
+            self.advance(ts_ms)
         by_labels = self.money.setdefault(family, {})
         series = by_labels.get(labels)
         if series is None:
             series = by_labels[labels] = BucketSeries(Decimal(0))
-        series.add(ts_ms, value)
-
-    def add_member(self, family: str, labels: Labels, ts_ms: int, member: str) -> None:
-        by_labels = self.distinct.setdefault(family, {})
-        series = by_labels.get(labels)
-        if series is None:
-            series = by_labels[labels] = DistinctSeries()
-        series.add(ts_ms, member)
+        series.add(ts_ms, value, self.minute_cutoff, self.hour_cutoff)
 
     def apply(self, delta: Delta) -> None:
         for (family, labels, ts), value in delta.counts.items():
@@ -237,8 +349,6 @@ class Totals:
         for (family, labels, ts), money in delta.money.items():
             if money != 0:
                 self.add_money(family, labels, ts, money)
-        for family, labels, ts, member in delta.members:
-            self.add_member(family, labels, ts, member)
 
     def merge(self, other: Totals) -> None:
         """Add another partition's totals (its entities are disjoint from ours)."""
@@ -250,16 +360,13 @@ class Totals:
             for labels, money_series in money_by_labels.items():
                 mine_money = self.money.setdefault(family, {}).setdefault(labels, BucketSeries(Decimal(0)))
                 mine_money.merge(money_series)
-        for family, distinct_by_labels in other.distinct.items():
-            for labels, distinct_series in distinct_by_labels.items():
-                mine_distinct = self.distinct.setdefault(family, {}).setdefault(labels, DistinctSeries())
-                mine_distinct.merge(distinct_series)
+        if other.newest_ms is not None:
+            self.advance(other.newest_ms)
 
     # -- reading -----------------------------------------------------------------
     def labels_of(self, family: str) -> Iterator[Labels]:
         yield from self.counts.get(family, {})
         yield from self.money.get(family, {})
-        yield from self.distinct.get(family, {})
 
     def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
         """Sum of a count family over a span, over every label set that matches."""
@@ -297,22 +404,8 @@ class Totals:
                     grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
         return grouped
 
-    def distinct_count(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> int:
-        """Distinct members over a span across every matching label set."""
-        found: set[str] = set()
-        for labels, series in self.distinct.get(family, {}).items():
-            if match is None or _matches(labels, match):
-                found |= series.members(span)
-        return len(found)
-
-    def distinct_count_by(self, family: str, span: Span, index: int) -> dict[str, int]:
-        grouped: dict[str, set[str]] = {}
-        for labels, series in self.distinct.get(family, {}).items():
-            grouped.setdefault(labels[index], set()).update(series.members(span))
-        return {key: len(members) for key, members in grouped.items() if members}
-
     def families(self) -> Iterable[str]:
-        return {*self.counts, *self.money, *self.distinct}
+        return {*self.counts, *self.money}
 
 
 def diff_facts(old: Mapping[FactKey, V], new: Mapping[FactKey, V], zero: V) -> dict[FactKey, V]:

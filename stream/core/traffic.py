@@ -1,22 +1,38 @@
 """Traffic (leading): sessions, unique visitors, engagement, and visit→lead conversion.
 
-The visitor is the entity: its state is the set of its sessions and the
-contacts it is known to be. Session facts are append-only (a session's
-channel is its own), so a visit adds to the totals directly. When a visitor
-becomes known as a contact — a session carrying `contact_id`, or a form fill
-naming the visitor — every session it had, and every one it has later, is
-sent to the contact as a `Touch`, which is what attribution and the lead's
-first-touch channel are built from.
+The visitor is the entity. A session's facts are its own (its channel,
+campaign, pageviews, engaged time), so a visit adds to the totals once and
+the visitor does not keep it. What the visitor keeps is bounded, whatever the
+number of its sessions (docs/architecture.md, "Entity state"):
+
+- the ids of its sessions within the dedupe horizon (`stream.core.dedupe`);
+- its last visit per channel, from which *unique visitors* are counted
+  exactly: a visitor counts in a trailing window when its last visit falls
+  inside it, so the totals keep a histogram of last-visit times (+1 at the new
+  last visit, −1 at the one it replaces) instead of a set of ids per bucket;
+- the sessions a contact will need when the visitor is identified: its first
+  session and its latest `VISITOR_SESSIONS_KEPT` within the attribution
+  lookback; later sessions reach known contacts as they happen;
+- the contacts it is known to be (at most `MAX_CONTACTS_PER_VISITOR`).
+
+When a visitor becomes known as a contact — a session carrying `contact_id`,
+or a form fill naming the visitor — its kept sessions are sent to the contact
+as `Touch` links, and every later session follows; a duplicate session sends
+its touch again (links are idempotent at the contact), which is what repairs
+links a crashed worker never sent.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from typing import NamedTuple
 
 from schemas.channels import NO_CAMPAIGN
 from schemas.events import SiteVisit, Stage
 from schemas.snapshot.traffic import ChannelTraffic, TrafficWindow
-from stream.core.links import Step, Touch, VisitorLink
+from stream.core.dedupe import RecentIds
+from stream.core.links import Link, Step, Touch, VisitorLink
+from stream.core.policy import Policy
 from stream.core.rates import ratio
 from stream.core.totals import Delta, Totals
 from stream.core.windows import Span
@@ -26,101 +42,157 @@ ENGAGED_SESSIONS = "engaged_sessions"
 ENGAGED_SECONDS = "engaged_seconds"
 PAGEVIEWS = "pageviews"
 PRICING_SESSIONS = "pricing_sessions"
-VISITORS = "visitors"
-"""Distinct family; labels (channel,)."""
+LAST_VISITS = "last_visits"
+"""Count, labels (channel,): one per visitor at its last visit in that channel (unique visitors per channel)."""
+LAST_VISITS_ALL = "last_visits_all"
+"""Count, labels (): one per visitor at its last visit in any channel (unique visitors overall)."""
 STAGE_ENTRIES = "stage_entries"
 """Written by the funnel (labels stage, channel, campaign); leads are its `lead` entries."""
 
 ENGAGED_MIN_PAGEVIEWS = 2
 ENGAGED_MIN_SECONDS = 10.0
+VISITOR_SESSIONS_KEPT = 10
+"""Besides its first session, a visitor keeps its latest this many (within the attribution lookback) for the
+contact it may later be identified as; a visitor identified after more sessions passes on these."""
+MAX_CONTACTS_PER_VISITOR = 8
+"""A shared browser can be several contacts; past this many, further contacts get none of its sessions."""
+DEFAULT_POLICY = Policy()
 
 
-class Session(NamedTuple):
-    """One session as its visitor keeps it: enough to recompute every fact it contributes."""
+class KeptSession(NamedTuple):
+    """A session the visitor keeps for its contacts' touchpoints, ordered by (ts_ms, event_id)."""
 
     ts_ms: int
+    event_id: str
     session_id: str
     channel: str
     campaign: str | None
-    pageviews: int
-    engaged_seconds: float
-    viewed_pricing: bool
 
 
 class VisitorState:
-    """One visitor's sessions (by event_id) and the contacts it is known to be."""
+    """One visitor: recent session ids, last visit per channel, kept sessions and known contacts (all bounded)."""
 
-    __slots__ = ("contacts", "sessions")
+    __slots__ = ("contacts", "last_visits", "recent", "sessions")
 
     def __init__(self) -> None:
-        self.sessions: dict[str, Session] = {}
-        """event_id -> the session."""
-        self.contacts: set[str] = set()
+        self.recent = RecentIds()
+        """Session event ids within the dedupe horizon."""
+        self.last_visits: dict[str, int] = {}
+        """channel -> time of the visitor's last session in it (at most one per channel)."""
+        self.sessions: list[KeptSession] = []
+        """The first session and the latest `VISITOR_SESSIONS_KEPT` within the lookback, in time order."""
+        self.contacts: list[str] = []
+        """Contacts the visitor is known to be, in the order learnt (at most `MAX_CONTACTS_PER_VISITOR`)."""
 
     def touches_for(self, contact_id: str, visitor_id: str) -> list[Touch]:
         return [
-            Touch(contact_id, visitor_id, event_id, s.session_id, s.ts_ms, s.channel, s.campaign)
-            for event_id, s in self.sessions.items()
+            Touch(contact_id, visitor_id, s.event_id, s.session_id, s.ts_ms, s.channel, s.campaign)
+            for s in self.sessions
         ]
 
 
 def is_engaged(pageviews: int, engaged_seconds: float) -> bool:
-    """Engaged session = pageviews ≥ 2 or engaged_seconds ≥ 10 (GA4's definition, DESIGN §4)."""
+    """Engaged session = pageviews ≥ 2 or engaged_seconds ≥ 10 (GA4's definition)."""
     return pageviews >= ENGAGED_MIN_PAGEVIEWS or engaged_seconds >= ENGAGED_MIN_SECONDS
 
 
-def add_session_facts(delta: Delta, visitor_id: str, session: Session) -> None:
-    """What one session contributes: its counts by channel and campaign, and its visitor."""
-    ts = session.ts_ms
-    labels = (session.channel, session.campaign or NO_CAMPAIGN)
-    delta.count(SESSIONS, labels, ts)
-    delta.count(PAGEVIEWS, labels, ts, session.pageviews)
-    delta.count(ENGAGED_SECONDS, labels, ts, session.engaged_seconds)
-    if is_engaged(session.pageviews, session.engaged_seconds):
-        delta.count(ENGAGED_SESSIONS, labels, ts)
-    if session.viewed_pricing:
-        delta.count(PRICING_SESSIONS, labels, ts)
-    delta.members.append((VISITORS, (session.channel,), ts, visitor_id))
+def add_session_facts(delta: Delta, visit: SiteVisit, ts_ms: int, channel: str) -> None:
+    """What one session contributes: its counts by channel and campaign."""
+    labels = (channel, visit.campaign or NO_CAMPAIGN)
+    counts = delta.counts
+    for family, value in (
+        (SESSIONS, 1),
+        (PAGEVIEWS, visit.pageviews),
+        (ENGAGED_SECONDS, visit.engaged_seconds),
+        (ENGAGED_SESSIONS, 1 if is_engaged(visit.pageviews, visit.engaged_seconds) else 0),
+        (PRICING_SESSIONS, 1 if visit.viewed_pricing else 0),
+    ):
+        if value:
+            key = (family, labels, ts_ms)
+            counts[key] = counts.get(key, 0) + value
+
+
+def _move_last_visit(delta: Delta, family: str, labels: tuple[str, ...], old_ms: int | None, new_ms: int) -> None:
+    delta.count(family, labels, new_ms)
+    if old_ms is not None:
+        delta.count(family, labels, old_ms, -1)
 
 
 def visitor_delta(visitor_id: str, state: VisitorState) -> Delta:
-    """Everything a visitor contributes (for rebuilding totals from stored states)."""
+    """What a visitor's *state* still contributes: its last visits (its sessions' counts live in the totals)."""
+    del visitor_id
     delta = Delta()
-    for session in state.sessions.values():
-        add_session_facts(delta, visitor_id, session)
+    for channel, ts in state.last_visits.items():
+        delta.count(LAST_VISITS, (channel,), ts)
+    if state.last_visits:
+        delta.count(LAST_VISITS_ALL, (), max(state.last_visits.values()))
     return delta
 
 
-def apply_site_visit(state: VisitorState, visit: SiteVisit) -> Step:
-    """Count a session; link the visitor to its contact if the session names one."""
-    if visit.event_id in state.sessions:
-        return Step(duplicate=True)
+def _keep(state: VisitorState, session: KeptSession, lookback_ms: int) -> bool:
+    """Add a session to the kept ones; trim to the first plus the latest within the lookback. True if kept."""
+    sessions = state.sessions
+    insort(sessions, session)
+    newest = sessions[-1].ts_ms
+    while len(sessions) > 1 and (len(sessions) > VISITOR_SESSIONS_KEPT + 1 or sessions[1].ts_ms < newest - lookback_ms):
+        del sessions[1]
+    return session in sessions
+
+
+def apply_site_visit(state: VisitorState, visit: SiteVisit, policy: Policy = DEFAULT_POLICY) -> Step:
+    """Count a session; move the visitor's last visits; link it to its contact if the session names one."""
     ts = visit.occurred_ms
     channel = visit.resolved_channel.value
     campaign = visit.campaign
-    session = Session(
-        ts, visit.session_id, channel, campaign, visit.pageviews, visit.engaged_seconds, visit.viewed_pricing
-    )
-    state.sessions[visit.event_id] = session
+    visitor_id = visit.visitor_id
+    if state.recent.seen(visit.event_id, policy.dedupe_horizon_ms):
+        # links are idempotent at the contact: send this session's touches again
+        return Step(
+            duplicate=True,
+            emitted=[
+                Touch(contact, visitor_id, visit.event_id, visit.session_id, ts, channel, campaign)
+                for contact in state.contacts
+            ],
+        )
+    state.recent.remember(visit.event_id, ts, policy.dedupe_horizon_ms)
     delta = Delta()
-    add_session_facts(delta, visit.visitor_id, session)
+    add_session_facts(delta, visit, ts, channel)
+    last_visits = state.last_visits
+    overall = max(last_visits.values()) if last_visits else None
+    previous = last_visits.get(channel)
+    if previous is None or ts > previous:
+        _move_last_visit(delta, LAST_VISITS, (channel,), previous, ts)
+        last_visits[channel] = ts
+        if overall is None or ts > overall:
+            _move_last_visit(delta, LAST_VISITS_ALL, (), overall, ts)
+    session = KeptSession(ts, visit.event_id, visit.session_id, channel, campaign)
+    _keep(state, session, policy.attribution_lookback_ms)
 
-    # contacts known before this visit get this session; a contact first named now gets all of them
-    emitted = [
-        Touch(contact_id, visit.visitor_id, visit.event_id, visit.session_id, ts, channel, campaign)
-        for contact_id in sorted(state.contacts)
+    # contacts known before this visit get this session; a contact first named now gets the kept ones
+    emitted: list[Link] = [
+        Touch(contact_id, visitor_id, visit.event_id, visit.session_id, ts, channel, campaign)
+        for contact_id in state.contacts
     ]
-    if visit.contact_id is not None and visit.contact_id not in state.contacts:
-        state.contacts.add(visit.contact_id)
-        emitted.extend(state.touches_for(visit.contact_id, visit.visitor_id))
-    return Step(delta, list(emitted))
+    contact_id = visit.contact_id
+    if contact_id is not None and contact_id not in state.contacts and len(state.contacts) < MAX_CONTACTS_PER_VISITOR:
+        state.contacts.append(contact_id)
+        emitted.extend(state.touches_for(contact_id, visitor_id))
+        if session not in state.sessions:  # too old to keep, but this contact named it: it is its touch
+            emitted.append(Touch(contact_id, visitor_id, visit.event_id, visit.session_id, ts, channel, campaign))
+    return Step(delta, emitted)
 
 
-def apply_visitor_link(state: VisitorState, link: VisitorLink) -> Step:
-    """The visitor is known to be a contact: send it every session so far (later ones follow)."""
-    if link.contact_id in state.contacts:
-        return Step()
-    state.contacts.add(link.contact_id)
+def apply_visitor_link(state: VisitorState, link: VisitorLink, policy: Policy = DEFAULT_POLICY) -> Step:
+    """The visitor is known to be a contact: send it the kept sessions (later ones follow as they happen).
+
+    A repeated link sends them again: links are idempotent at the contact, and
+    a repeat is how a worker that crashed before sending them repairs them.
+    """
+    del policy
+    if link.contact_id not in state.contacts:
+        if len(state.contacts) >= MAX_CONTACTS_PER_VISITOR:
+            return Step()
+        state.contacts.append(link.contact_id)
     return Step(emitted=list(state.touches_for(link.contact_id, link.visitor_id)))
 
 
@@ -155,21 +227,24 @@ def top_campaigns(by_campaign: dict[str, float], top_n: int) -> dict[str, int]:
 def traffic_window(totals: Totals, span: Span, campaign_top_n: int = 20) -> TrafficWindow:
     """Traffic of one window, overall and by channel.
 
-    - sessions = count of site visits; unique visitors = distinct visitor_id (exact);
+    - sessions = count of site visits; unique visitors = distinct visitor_id, exact for every window
+      that ends at the newest event (all of the snapshot's): the visitors whose last visit lies in it;
     - engagement rate = engaged / sessions, bounce rate = 1 − engagement rate;
     - average engaged time = mean engaged_seconds per session;
     - visit→lead conversion = new leads / sessions, same window and channel, where a
       lead's channel is its contact's first-touch channel.
     """
     leads_by_channel = totals.total_by(STAGE_ENTRIES, span, 1, {0: Stage.LEAD.value})
-    visitors_by_channel = totals.distinct_count_by(VISITORS, span, 0)
+    visitors_by_channel = totals.total_by(LAST_VISITS, span, 0)
     channels = sorted({*totals.total_by(SESSIONS, span, 0), *leads_by_channel})
-    overall = _channel_traffic(totals, span, {}, sum(leads_by_channel.values()), totals.distinct_count(VISITORS, span))
+    overall = _channel_traffic(
+        totals, span, {}, sum(leads_by_channel.values()), round(totals.total(LAST_VISITS_ALL, span))
+    )
     return TrafficWindow(
         **overall.model_dump(),
         by_channel={
             channel: _channel_traffic(
-                totals, span, {0: channel}, leads_by_channel.get(channel, 0), visitors_by_channel.get(channel, 0)
+                totals, span, {0: channel}, leads_by_channel.get(channel, 0), round(visitors_by_channel.get(channel, 0))
             )
             for channel in channels
         },

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.core.totals import BEGINNING_MS, BucketSeries, Delta, DistinctSeries, Totals
+from stream.core.totals import BEGINNING_MS, BucketSeries, Delta, Retention, Totals
 from stream.core.windows import DAY_MS, HOUR_MS, MINUTE_MS, Span, to_ms
 
 T0 = to_ms(datetime(2026, 1, 30, 22, 0, tzinfo=UTC))
@@ -35,14 +35,43 @@ def test_a_window_sum_equals_the_sum_of_the_points_whose_minute_lies_in_it(
 
 
 @settings(max_examples=100, deadline=None)
-@given(members=st.lists(st.tuples(timestamps, st.sampled_from("abcdefgh")), max_size=40), start=timestamps)
-def test_distinct_count_is_exact_over_any_span(members: list[tuple[int, str]], start: int) -> None:
-    series = DistinctSeries()
-    for ts, member in members:
-        series.add(ts, member)
-    span = Span(start - start % MINUTE_MS, start - start % MINUTE_MS + 9 * DAY_MS + 7 * HOUR_MS)
-    expected = {m for ts, m in members if span.start_ms <= ts - ts % MINUTE_MS < span.end_ms}
-    assert series.members(span) == expected
+@given(points=st.lists(st.tuples(timestamps, st.integers(-5, 5)), max_size=60), now=timestamps)
+def test_with_retention_every_window_of_the_last_30_days_and_every_running_balance_stays_exact(
+    points: list[tuple[int, int]], now: int
+) -> None:
+    """Minute buckets live 31 days, hours 92: what the snapshot reads never needs what was dropped."""
+    now = max([now, *(ts for ts, _ in points)])
+    totals = Totals(Retention())
+    for ts, value in points:
+        totals.add("sessions", (), ts, value)
+    totals.advance(now)
+    end = now - now % MINUTE_MS + MINUTE_MS
+    for length in (HOUR_MS, DAY_MS, 7 * DAY_MS, 30 * DAY_MS):
+        span = Span(end - length, end)
+        expected = sum(v for ts, v in points if span.start_ms <= ts - ts % MINUTE_MS < span.end_ms)
+        assert totals.total("sessions", span) == expected
+    assert totals.total("sessions", Span(BEGINNING_MS, end)) == sum(v for ts, v in points if ts < end)
+
+
+def test_buckets_past_their_retention_are_dropped_and_months_are_kept() -> None:
+    totals = Totals(Retention(minutes_ms=2 * DAY_MS, hours_ms=5 * DAY_MS))
+    for day in range(60):
+        totals.add("sessions", ("paid",), T0 + day * DAY_MS, 1)
+    series = totals.counts["sessions"][("paid",)]
+    assert len(series.minutes) <= 3
+    assert len(series.hours) <= 6
+    assert sum(series.months.values()) == 60
+    assert totals.total("sessions", Span(BEGINNING_MS, T0 + 61 * DAY_MS)) == 60
+
+
+def test_a_fact_older_than_the_minute_retention_still_counts_in_its_hour_and_month() -> None:
+    totals = Totals(Retention(minutes_ms=2 * DAY_MS, hours_ms=10 * DAY_MS))
+    totals.add("sessions", (), T0 + 20 * DAY_MS, 1)
+    totals.add("sessions", (), T0 + 15 * DAY_MS + 30 * MINUTE_MS, 1)  # late: no minute bucket any more
+    series = totals.counts["sessions"][()]
+    assert all(hour >= T0 + 17 * DAY_MS for hour in series.minutes)
+    assert totals.total("sessions", Span(T0 + 15 * DAY_MS, T0 + 16 * DAY_MS)) == 1
+    assert totals.total("sessions", Span(BEGINNING_MS, T0 + 21 * DAY_MS)) == 2
 
 
 def test_a_span_from_the_beginning_reads_a_running_balance() -> None:
@@ -69,15 +98,12 @@ def test_merged_totals_equal_totals_of_all_the_facts() -> None:
     for target, ts, channel in ((left, T0, "paid"), (right, T0 + HOUR_MS, "paid"), (right, T0, "email")):
         target.add("sessions", (channel,), ts, 1)
         target.add_money("spend", (channel,), ts, Decimal("2.5"))
-        target.add_member("visitors", (channel,), ts, f"v-{channel}")
         both.add("sessions", (channel,), ts, 1)
         both.add_money("spend", (channel,), ts, Decimal("2.5"))
-        both.add_member("visitors", (channel,), ts, f"v-{channel}")
     left.merge(right)
     span = Span(T0 - DAY_MS, T0 + DAY_MS)
     assert left.total_by("sessions", span, 0) == both.total_by("sessions", span, 0) == {"paid": 2, "email": 1}
     assert left.money_total("spend", span) == Decimal("7.5")
-    assert left.distinct_count("visitors", span) == 2
 
 
 def test_counts_of_whole_events_stay_integers() -> None:

@@ -15,6 +15,7 @@ from stream.core.links import Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.totals import Totals
 from stream.core.traffic import (
+    VISITOR_SESSIONS_KEPT,
     VisitorState,
     apply_site_visit,
     apply_visitor_link,
@@ -127,12 +128,52 @@ def test_a_session_naming_its_contact_sends_every_session_of_the_visitor_to_it()
     assert [(t.contact_id, t.session_event_id) for t in later.emitted if isinstance(t, Touch)] == [("c1", "sv-3")]
 
 
-def test_a_visitor_link_sends_the_sessions_so_far_once() -> None:
+def test_a_repeated_visitor_link_sends_the_kept_sessions_again_to_repair_what_a_crash_lost() -> None:
     state = VisitorState()
     apply_site_visit(state, visit(1, channel="paid"))
     first = apply_visitor_link(state, VisitorLink("v1", "c9"))
     assert [(t.contact_id, t.channel) for t in first.emitted if isinstance(t, Touch)] == [("c9", "paid")]
-    assert apply_visitor_link(state, VisitorLink("v1", "c9")).emitted == []
+    assert apply_visitor_link(state, VisitorLink("v1", "c9")).emitted == first.emitted
+    assert state.contacts == ["c9"]
+
+
+def test_a_duplicate_session_sends_its_touch_again_and_counts_nothing() -> None:
+    state = VisitorState()
+    apply_site_visit(state, visit(1, contact_id="c1"))
+    again = apply_site_visit(state, visit(1, contact_id="c1"))
+    assert again.duplicate
+    assert not again.delta.counts
+    assert [(t.contact_id, t.session_event_id) for t in again.emitted if isinstance(t, Touch)] == [("c1", "sv-1")]
+
+
+def test_a_visitor_keeps_its_first_session_and_its_latest_ones_however_many_it_has() -> None:
+    state = VisitorState()
+    for n in range(1000):
+        apply_site_visit(state, visit(n, minutes=n * 10, channel="paid" if n % 2 else "email"))
+    assert len(state.sessions) == VISITOR_SESSIONS_KEPT + 1
+    assert state.sessions[0].event_id == "sv-0"
+    assert [s.event_id for s in state.sessions[1:]] == [f"sv-{n}" for n in range(990, 1000)]
+    assert state.last_visits == {"paid": to_ms(T0) + 999 * 10 * 60_000, "email": to_ms(T0) + 998 * 10 * 60_000}
+    assert len(state.recent) <= 2 * 7 * 24 * 6 + 16  # the ids of the dedupe horizon (7 days of 10-minute visits)
+
+
+def test_a_session_older_than_the_dedupe_horizon_is_counted_again() -> None:
+    """Documented bound: ids are remembered for 7 days (event time) after the visitor's newest event."""
+    shard = Shard(Policy())
+    shard.fold(visit(1))
+    shard.fold(visit(2, minutes=8 * 24 * 60))
+    shard.fold(visit(1))
+    assert shard.totals.total("sessions", Span(to_ms(T0), to_ms(T0) + 60_000)) == 2
+
+
+def test_unique_visitors_count_each_visitor_once_at_its_last_visit_in_every_window() -> None:
+    totals = folded(visit(1, channel="paid"), visit(2, minutes=90, channel="email"), visit(3, visitor="v2", minutes=30))
+    as_of = to_ms(T0 + timedelta(minutes=90))
+    last_hour, last_day = window_span(Window.LAST_1H, as_of), window_span(Window.LAST_24H, as_of)
+    assert traffic_window(totals, last_hour).unique_visitors == 1
+    assert traffic_window(totals, last_day).unique_visitors == 2
+    assert traffic_window(totals, last_day).by_channel["paid"].unique_visitors == 1
+    assert "paid" not in traffic_window(totals, last_hour).by_channel
 
 
 @settings(max_examples=60, deadline=None)
