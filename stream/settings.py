@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     attribution_lookback_days: Annotated[float, Field(gt=0, le=730)] = Field(
         default=90, description="Touches older than this before a conversion earn it no credit and are not kept."
     )
+    snapshot_months: Annotated[int, Field(ge=1, le=240)] = Field(
+        default=24, description="The snapshot and its views list at most this many calendar months, the latest."
+    )
     max_touches: Annotated[int, Field(ge=2, le=10_000)] = Field(
         default=100, description="At most this many touches kept per contact for attribution (the first always)."
     )
@@ -197,6 +200,7 @@ class Settings(BaseSettings):
             dedupe_horizon_ms=int(self.dedupe_horizon_days * DAY_MS),
             attribution_lookback_ms=int(self.attribution_lookback_days * DAY_MS),
             max_touches=self.max_touches,
+            snapshot_months=self.snapshot_months,
             divergence=DivergencePolicy(
                 window_ms=int(self.divergence_window_hours * HOUR_MS),
                 baseline=self.divergence_baseline,

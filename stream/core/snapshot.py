@@ -43,12 +43,14 @@ def build_snapshot(
     policy: Policy,
     input_counts: InputCounts,
 ) -> Snapshot:
-    """Every metric of DESIGN §4 as of `as_of_ms`; calendar months from the first event's month on."""
+    """Every metric as of `as_of_ms`; the calendar months from the first event's month on, at most the
+    latest `policy.snapshot_months` of them, so the snapshot's cost does not grow with history."""
     if as_of_ms is None:
         as_of_ms = 0
         months: list[str] = []
     else:
         months = months_between(first_event_ms if first_event_ms is not None else as_of_ms, as_of_ms)
+        months = months[-policy.snapshot_months :]
     return Snapshot(
         as_of=to_datetime(as_of_ms) if months else None,
         reporting_currency=policy.reporting_currency,
