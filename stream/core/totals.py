@@ -407,6 +407,89 @@ class Totals:
     def families(self) -> Iterable[str]:
         return {*self.counts, *self.money}
 
+    # -- persistence: the buckets a delta touched, and loading them back ----------------
+    def bucket(self, ref: BucketRef) -> BucketValue:
+        """The current content of one hour or month bucket (for the changelog); zeros when it is empty.
+
+        An hour is `(hour total or None when past the hour retention, its minute buckets or None)`;
+        a month is `(month total, the series' first minute)`.
+        """
+        kind, family, labels, grain, start = ref
+        by_kind: Mapping[str, Mapping[Labels, BucketSeries[Any]]] = self.counts if kind == COUNT else self.money
+        series = by_kind.get(family, {}).get(labels)
+        if grain == HOUR:
+            if series is None:
+                return (None, None)
+            hour_total = series.hours.get(start, series.zero) if start >= self.hour_cutoff else None
+            chunk = series.minutes.get(start)
+            minutes: Any = None
+            if chunk is not None:
+                minutes = chunk.tolist() if series.dense else {key - start: value for key, value in chunk.items()}
+            return (hour_total, minutes)
+        if series is None:
+            return (0 if kind == COUNT else Decimal(0), None)
+        return (series.months.get(start, series.zero), series.first_ms)
+
+    def load_bucket(self, ref: BucketRef, value: BucketValue) -> None:
+        """Set one bucket as `bucket` described it (recovery; buckets past their retention are skipped)."""
+        kind, family, labels, grain, start = ref
+        total, extra = value
+        if kind == COUNT:
+            series: BucketSeries[Any] = self.counts.setdefault(family, {}).setdefault(labels, BucketSeries(0))
+        else:
+            series = self.money.setdefault(family, {}).setdefault(labels, BucketSeries(Decimal(0)))
+        if grain == MONTH:
+            if total:
+                series.months[start] = total
+            else:
+                series.months.pop(start, None)
+            if extra is not None and (series.first_ms is None or extra < series.first_ms):
+                series.first_ms = extra
+            return
+        if total is not None and start >= self.hour_cutoff:
+            if total:
+                series.hours[start] = total
+            else:
+                series.hours.pop(start, None)
+        if extra is not None and start >= self.minute_cutoff:
+            if series.dense:
+                typecode = "q" if all(v.__class__ is int for v in extra) else "d"
+                series.minutes[start] = array(typecode, extra)
+            else:
+                series.minutes[start] = {start + int(offset): amount for offset, amount in extra.items()}
+        else:
+            series.minutes.pop(start, None)
+
+
+COUNT = "count"
+MONEY = "money"
+HOUR = "h"
+MONTH = "m"
+BucketRef = tuple[str, str, Labels, str, int]
+"""(COUNT or MONEY, family, labels, HOUR or MONTH, bucket start ms): one persisted bucket of a series."""
+BucketValue = tuple[Any, Any]
+
+
+def touched_buckets(delta: Delta) -> set[BucketRef]:
+    """The hour and month buckets a delta's facts fall in: what a worker writes to its changelog after it."""
+    refs: set[BucketRef] = set()
+    for kind, facts in ((COUNT, delta.counts), (MONEY, delta.money)):
+        for family, labels, ts in facts:
+            refs.add((kind, family, labels, HOUR, ts - ts % HOUR_MS))
+            refs.add((kind, family, labels, MONTH, month_start(ts)))
+    return refs
+
+
+def buckets_of(totals: Totals) -> Iterator[BucketRef]:
+    """Every hour and month bucket the totals hold (to write a whole partition's totals)."""
+    for kind, by_family in ((COUNT, totals.counts), (MONEY, totals.money)):
+        for family, by_labels in by_family.items():
+            for labels, series in by_labels.items():
+                for start in {*series.hours, *series.minutes}:
+                    yield (kind, family, labels, HOUR, start)
+                for start in series.months:
+                    yield (kind, family, labels, MONTH, start)
+
 
 def diff_facts(old: Mapping[FactKey, V], new: Mapping[FactKey, V], zero: V) -> dict[FactKey, V]:
     delta: dict[FactKey, V] = {}
