@@ -290,7 +290,7 @@ class Delta:
 class Totals:
     """All series of one partition (or, after `merge`, of many), with retention (see the module docstring)."""
 
-    __slots__ = ("counts", "hour_cutoff", "minute_cutoff", "money", "newest_ms", "retention")
+    __slots__ = ("_month", "counts", "hour_cutoff", "minute_cutoff", "money", "newest_ms", "retention")
 
     def __init__(self, retention: Retention | None = None) -> None:
         self.retention = retention or Retention()
@@ -301,6 +301,8 @@ class Totals:
         self.minute_cutoff = BEGINNING_MS
         """Minute buckets of hours before this are dropped (moves a whole day at a time)."""
         self.hour_cutoff = BEGINNING_MS
+        self._month = (0, 0)
+        """The calendar month facts were last added to: [start, end)."""
 
     # -- time and retention -------------------------------------------------------
     def advance(self, ts_ms: int) -> None:
@@ -343,9 +345,52 @@ class Totals:
         series.add(ts_ms, value, self.minute_cutoff, self.hour_cutoff)
 
     def apply(self, delta: Delta) -> None:
+        """Add a delta's facts (the hot path: counts are added inline, without a call per granularity)."""
+        counts = self.counts
+        month_lo, month_hi = self._month
         for (family, labels, ts), value in delta.counts.items():
-            if value != 0:
-                self.add(family, labels, ts, value)
+            if value == 0:
+                continue
+            if self.newest_ms is None or ts > self.newest_ms:
+                self.advance(ts)
+            by_labels = counts.get(family)
+            if by_labels is None:
+                by_labels = counts[family] = {}
+            series = by_labels.get(labels)
+            if series is None:
+                series = by_labels[labels] = BucketSeries(0)
+            minute = ts - ts % MINUTE_MS
+            first = series.first_ms
+            if first is None or minute < first:
+                series.first_ms = minute
+            hour = ts - ts % HOUR_MS
+            if hour >= self.minute_cutoff:
+                chunks = series.minutes
+                chunk = chunks.get(hour)
+                if chunk is None:
+                    chunk = chunks[hour] = array("q", _EMPTY_HOUR)
+                slot = (ts - hour) // MINUTE_MS
+                if chunk.typecode == "q" and value.__class__ is int:
+                    chunk[slot] += value
+                else:
+                    _add_to_slot(chunks, hour, chunk, slot, value)
+            if hour >= self.hour_cutoff:
+                hours = series.hours
+                new = hours.get(hour, 0) + value
+                if new == 0:
+                    del hours[hour]
+                else:
+                    hours[hour] = new
+            if not month_lo <= ts < month_hi:
+                month_lo = month_start(ts)
+                month_hi = next_month_start(month_lo)
+                self._month = (month_lo, month_hi)
+            months = series.months
+            new = months.get(month_lo, 0) + value
+            if new == 0:
+                del months[month_lo]
+            else:
+                months[month_lo] = new
         for (family, labels, ts), money in delta.money.items():
             if money != 0:
                 self.add_money(family, labels, ts, money)
