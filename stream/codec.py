@@ -13,12 +13,12 @@ field whose type JSON would not give back unchanged. Every payload starts with
 its format version, so bytes written by another release are refused with a
 clear error instead of being misread.
 
-Layouts (version 1), one JSON array each, records as arrays of their fields, money as strings:
+Layouts (states version 2, items version 1), one JSON array each, records as arrays of their fields, money as strings:
 
-- state: ``[1, kind, ...]`` — visitor ``{event_id: Session}, [contact_id]``;
+- state: ``[2, kind, ...]`` — visitor ``recent ids, {channel: last visit ms}, [KeptSession], [contact_id]``;
   contact ``{event_id: StageRecord}, {event_id: FormRecord}, [Touch as a link row], last_account_link``;
-  account ``{event_id: SubscriptionChange}, {contact_id: ContactTouch}``;
-  channel ``{event_id: SpendRecord}``.
+  account ``AccountState.to_wire()`` (contacts, current subscriptions, head, tail, frozen summary:
+  see `stream.core.revenue`); channel ``[event_id], [SpendRecord]`` (one channel's spend of one day).
 - items: ``[1, item, ...]`` — an event as its fields in model order (it starts with its
   event_id, a string, and holds its `type`); a link as ``[tag, field, ...]``, the tag an int.
 """
@@ -52,13 +52,14 @@ from schemas.events import (
     Utm,
 )
 from stream.core.acquisition import SpendRecord, SpendState
-from stream.core.funnel import ContactState, FormRecord, StageRecord
+from stream.core.dedupe import RecentIds
+from stream.core.funnel import ContactState, FillSource, FormRecord, StageRecord
 from stream.core.ledger import EntityState
 from stream.core.links import AccountLink, EntityKind, Item, Touch, VisitorLink
 from stream.core.revenue import AccountState, ContactTouch, SubscriptionChange
-from stream.core.traffic import Session, VisitorState
+from stream.core.traffic import KeptSession, VisitorState
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
 """Bump when the state layout changes: stored states of another version are refused, not misread."""
 ITEMS_FORMAT_VERSION = 1
 """Bump when the internal topic's layout changes."""
@@ -211,9 +212,9 @@ _ENCODE: dict[type, Callable[[Any], Any]] = {
     Utm: attrgetter(*UTM_FIELDS),
     **{cls: _event_row(EVENT_FIELDS[tag]) for tag, cls in EVENT_CLASSES.items()},
     **{cls: _link_row(tag) for tag, cls in LINK_CLASSES.items()},
-    Session: tuple,
+    KeptSession: tuple,
     StageRecord: tuple,
-    FormRecord: tuple,
+    FormRecord: lambda fill: (*fill[:6], None if fill.source is None else tuple(fill.source)),
     SubscriptionChange: tuple,
     ContactTouch: tuple,
     SpendRecord: tuple,
@@ -348,21 +349,31 @@ def decode_items(data: bytes) -> list[Item]:
 def encode_state(state: EntityState) -> bytes:
     """One table value: the state's records behind the format version and its kind."""
     if isinstance(state, VisitorState):
-        body: list[Any] = ["visitor", state.sessions, sorted(state.contacts)]
+        body: list[Any] = ["visitor", state.recent.to_wire(), state.last_visits, state.sessions, state.contacts]
     elif isinstance(state, ContactState):
-        body = ["contact", state.stage_changes, state.form_fills, list(state.touches.values()), state.last_account_link]
+        body = [
+            "contact",
+            state.stage_changes,
+            state.form_fills,
+            list(state.touches.values()),
+            state.last_account_link,
+            state.newest_ms,
+            state.recent.to_wire(),
+        ]
     elif isinstance(state, AccountState):
-        body = ["account", state.subscription_changes, state.contacts]
+        body = ["account", *state.to_wire()]
     else:
-        body = ["channel", state.spends]
+        body = ["channel", *state.to_wire()]
     return orjson.dumps([STATE_FORMAT_VERSION, *body], default=_default, option=_OPTIONS)
 
 
 def _visitor(body: list[Any]) -> VisitorState:
-    sessions, contacts = body
+    recent, last_visits, sessions, contacts = body
     state = VisitorState()
-    state.sessions = {event_id: Session._make(values) for event_id, values in sessions.items()}
-    state.contacts = set(contacts)
+    state.recent = RecentIds.from_wire(recent)
+    state.last_visits = dict(last_visits)
+    state.sessions = [KeptSession._make(values) for values in sessions]
+    state.contacts = list(contacts)
     return state
 
 
@@ -371,13 +382,24 @@ def _money(value: str | None) -> Decimal | None:
 
 
 def _contact(body: list[Any]) -> ContactState:
-    stage_changes, form_fills, touches, last_account_link = body
+    stage_changes, form_fills, touches, last_account_link, newest_ms, recent = body
     state = ContactState()
     state.stage_changes = {
         event_id: StageRecord(ts_ms, _STAGES[to_stage], _money(amount), account_id)
         for event_id, (ts_ms, to_stage, amount, account_id) in stage_changes.items()
     }
-    state.form_fills = {event_id: FormRecord._make(values) for event_id, values in form_fills.items()}
+    state.form_fills = {
+        event_id: FormRecord(
+            ts_ms,
+            form_type,
+            channel,
+            campaign,
+            visitor_id,
+            session_id,
+            None if source is None else FillSource._make(source),
+        )
+        for event_id, (ts_ms, form_type, channel, campaign, visitor_id, session_id, source) in form_fills.items()
+    }
     state.touches = {}
     for values in touches:
         touch = _touch(values)
@@ -385,28 +407,17 @@ def _contact(body: list[Any]) -> ContactState:
     if last_account_link is not None:
         account_id, first_touch_ms, channel, campaign = last_account_link
         state.last_account_link = (account_id, first_touch_ms, channel, campaign)
+    state.newest_ms = newest_ms
+    state.recent = RecentIds.from_wire(recent)
     return state
 
 
 def _account(body: list[Any]) -> AccountState:
-    subscription_changes, contacts = body
-    state = AccountState()
-    state.subscription_changes = {
-        event_id: SubscriptionChange(ts_ms, subscription_id, status, plan, Decimal(mrr))
-        for event_id, (ts_ms, subscription_id, status, plan, mrr) in subscription_changes.items()
-    }
-    state.contacts = {contact_id: ContactTouch._make(values) for contact_id, values in contacts.items()}
-    return state
+    return AccountState.from_wire(body)
 
 
 def _spend_state(body: list[Any]) -> SpendState:
-    (spends,) = body
-    state = SpendState()
-    state.spends = {
-        event_id: SpendRecord(ts_ms, category, campaign, Decimal(amount))
-        for event_id, (ts_ms, category, campaign, amount) in spends.items()
-    }
-    return state
+    return SpendState.from_wire(body)
 
 
 _DECODE_STATE: dict[str, Callable[[list[Any]], EntityState]] = {

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from schemas.channels import Channel
-from schemas.events import EVENT_ADAPTER, Event, SiteVisit, Spend, SpendCategory, Stage, StageChange
+from schemas.events import EVENT_ADAPTER, Event, SiteVisit, Spend, SpendCategory, Stage, StageChange, Subscription
 from stream.codec import (
     ITEMS_FORMAT_VERSION,
     STATE_FORMAT_VERSION,
@@ -29,11 +30,14 @@ from stream.codec import (
     encode_state,
     uncarried_fields,
 )
+from stream.core import revenue
 from stream.core.acquisition import SpendRecord, SpendState
-from stream.core.funnel import ContactState, StageRecord
-from stream.core.ledger import DictStore, EntityState, Ledger, Shard, entity_delta, rebuild_totals
+from stream.core.dedupe import RecentIds
+from stream.core.funnel import ContactState, FillSource, FormRecord, StageRecord, apply_stage_change, apply_touch
+from stream.core.ledger import DictStore, EntityState, Ledger, Shard, entity_delta
 from stream.core.links import AccountLink, EntityKind, Item, Touch, VisitorLink
-from stream.core.traffic import Session, VisitorState
+from stream.core.revenue import AccountBounds, AccountState, apply_account_link, apply_subscription
+from stream.core.traffic import KeptSession, VisitorState
 from tests.core.test_ledger import POLICY, snapshot_of
 from tests.strategies import event_lists
 
@@ -112,23 +116,6 @@ def test_every_folded_state_survives_a_round_trip_record_for_record(events: list
 
 
 @PROPERTY
-@given(events=event_lists(), shards=st.integers(1, 3))
-def test_totals_rebuilt_from_decoded_states_equal_the_totals_folded_event_by_event(
-    events: list[Event], shards: int
-) -> None:
-    """What a worker does after recovering its table: decode every state, rebuild the totals."""
-    ledger = Ledger(POLICY, shards=shards)
-    ledger.fold_all(events)
-    recovered = Ledger(POLICY, shards=1)
-    recovered.shards[0].totals = rebuild_totals(
-        ((kind, key, round_trip(kind, state)) for store in stores_of(ledger) for kind, key, state in store.items()),
-        POLICY,
-    )
-    recovered.watermark_ms, recovered.earliest_ms = ledger.watermark_ms, ledger.earliest_ms
-    assert snapshot_of(recovered) == snapshot_of(ledger)
-
-
-@PROPERTY
 @given(events=event_lists(), cut=st.integers(0, 40), shards=st.integers(1, 3))
 def test_decoded_states_keep_folding_as_if_they_had_never_left_memory(
     events: list[Event], cut: int, shards: int
@@ -150,39 +137,103 @@ def test_decoded_states_keep_folding_as_if_they_had_never_left_memory(
 
 def test_a_visitor_state_is_written_as_arrays_behind_version_and_kind() -> None:
     state = VisitorState()
-    state.sessions["e1"] = Session(JAN_1_MS, "s1", "paid", "spring", 3, 12.0, True)
-    state.contacts = {"c2", "c1"}
-    expected = b'[1,"visitor",{"e1":[1767225600000,"s1","paid","spring",3,12.0,true]},["c1","c2"]]'
+    state.recent.remember("e1", JAN_1_MS, 7 * 86_400_000)
+    state.last_visits = {"paid": JAN_1_MS}
+    state.sessions = [KeptSession(JAN_1_MS, "e1", "s1", "paid", "spring")]
+    state.contacts = ["c2", "c1"]
+    expected = (
+        b'[2,"visitor",[1767225600000,0,["e1",1767225600000]],{"paid":1767225600000},'
+        b'[[1767225600000,"e1","s1","paid","spring"]],["c2","c1"]]'
+    )
     assert encode_state(state) == expected
     assert_identical(state, decode_state("visitor", expected))
 
 
 def test_money_keeps_every_digit_and_its_exponent() -> None:
     state = SpendState()
-    state.spends["e1"] = SpendRecord(JAN_1_MS, "marketing", None, Decimal("99.50"))
-    state.spends["e2"] = SpendRecord(JAN_1_MS, "sales", "launch", Decimal("0.1000000000000000055511151231257827"))
-    state.spends["e3"] = SpendRecord(JAN_1_MS, "sales", None, Decimal("1.2E+3"))
+    state.spends[JAN_1_MS, "marketing", None] = Decimal("99.50")
+    state.spends[JAN_1_MS, "sales", "launch"] = Decimal("0.1000000000000000055511151231257827")
+    state.spends[JAN_1_MS + 60_000, "sales", None] = Decimal("1.2E+3")
     encoded = encode_state(state)
     assert b'"99.50"' in encoded
     decoded = decode_state("channel", encoded)
     assert isinstance(decoded, SpendState)
-    assert [str(r.amount) for r in decoded.spends.values()] == [
+    assert [str(amount) for amount in decoded.spends.values()] == [
         "99.50",
         "0.1000000000000000055511151231257827",
         "1.2E+3",
     ]
 
 
-def test_a_contact_comes_back_with_stage_members_decimal_amounts_touches_and_its_last_account_link() -> None:
+def test_a_spend_state_is_its_event_ids_and_one_record_per_minute_category_and_campaign() -> None:
+    state = SpendState()
+    state.event_ids = {"s2", "s1"}
+    state.spends[JAN_1_MS, "marketing", None] = Decimal("150.00")
+    expected = b'[2,"channel",["s1","s2"],[[1767225600000,"marketing",null,"150.00"]]]'
+    assert encode_state(state) == expected
+    assert_identical(state, decode_state("channel", expected))
+    assert SpendRecord(JAN_1_MS, "marketing", None, Decimal("150.00")) in state.to_wire()[1]
+
+
+def test_an_account_comes_back_with_its_tail_frozen_summary_and_positions() -> None:
+    """Every part of a bounded account survives: a small tail makes a few events freeze and compact."""
+    events = [
+        Subscription(
+            event_id=f"e{n}",
+            occurred_at=datetime(2026, 1 + n, 3, tzinfo=UTC),
+            account_id="a1",
+            subscription_id=f"s{n % 2}",
+            status="cancelled" if n == 3 else "active",
+            plan="pro" if n % 2 else None,
+            amount=Decimal("99.50") * (n + 1),
+            currency="USD",
+            interval="month",
+        )
+        for n in range(6)
+    ]
+    bounds = AccountBounds(tail_min_events=1, tail_max_events=2, exact_moments=1, month_moments=2)
+    state = AccountState()
+    with patch.object(revenue, "ACCOUNT_BOUNDS", bounds):
+        for event in events:
+            apply_subscription(state, event, POLICY)
+        apply_account_link(state, AccountLink("a1", "c1", JAN_1_MS, "paid", "spring"), POLICY)
+    assert state.frozen_exact
+    assert state.frozen_months
+    assert state.tail
+    decoded = round_trip("account", state)
+    assert_identical(state, decoded, "account")
+    assert entity_delta("account", "a1", decoded, POLICY) == entity_delta("account", "a1", state, POLICY)
+
+
+def test_a_contact_comes_back_with_its_records_fill_sources_newest_time_recent_ids_and_last_account_link() -> None:
     state = ContactState()
     state.stage_changes["e1"] = StageRecord(JAN_1_MS, Stage.OPPORTUNITY, Decimal("5000.00"), "a1")
     state.stage_changes["e2"] = StageRecord(JAN_1_MS + 1, Stage.OPPORTUNITY, None, None)
+    source = FillSource(2, JAN_1_MS - 60_000, "e9", "organic", None)
+    state.form_fills["f1"] = FormRecord(JAN_1_MS, "demo_request", None, "spring", "v1", "s9", source)
+    state.form_fills["f2"] = FormRecord(JAN_1_MS + 5, "newsletter", "email", None, None, None)
     state.touches["e9"] = Touch("c1", "v1", "e9", "s9", JAN_1_MS - 60_000, "organic", None)
+    state.newest_ms = JAN_1_MS + 5
+    state.recent = RecentIds.from_wire([JAN_1_MS - 1, 1, ["e0", JAN_1_MS - 1]])
     state.last_account_link = ("a1", JAN_1_MS - 60_000, "organic", None)
     decoded = round_trip("contact", state)
     assert_identical(state, decoded, "contact")
     assert isinstance(decoded, ContactState)
+    assert decoded.form_fills["f1"].source == source
     assert decoded.last_account_link == ("a1", 1_767_225_540_000, "organic", None)
+
+
+def test_a_contact_s_stored_state_stays_the_same_size_however_many_sessions_it_sees() -> None:
+    state = ContactState()
+    lead = {"event_id": "l1", "occurred_at": "2026-01-01T00:00:00Z", "contact_id": "c1", "to_stage": "lead"}
+    apply_stage_change(state, StageChange.model_validate(lead | {"account_id": "a1"}), POLICY)
+    sizes: dict[int, int] = {}
+    for n in range(10_000):
+        session = Touch("c1", "v1", f"sv-{n:05}", f"s-{n:05}", JAN_1_MS + n * 3_600_000, "paid", "spring")
+        apply_touch(state, session, POLICY)
+        if n + 1 in (100, 1_000, 10_000):
+            sizes[n + 1] = len(encode_state(state))
+    assert sizes[10_000] == sizes[1_000] == sizes[100] < 12_000  # bytes: the first touch and the latest 99
 
 
 # -- items on the internal topic ---------------------------------------------------------
@@ -376,7 +427,7 @@ def test_a_state_of_another_format_version_is_refused_with_both_versions_named()
     payload = orjson.loads(encode_state(VisitorState()))
     payload[0] = STATE_FORMAT_VERSION + 1
     with pytest.raises(
-        UnsupportedFormat, match=r"visitor state is in format version 2, but this leadlag reads version 1"
+        UnsupportedFormat, match=r"visitor state is in format version 3, but this leadlag reads version 2"
     ):
         decode_state("visitor", orjson.dumps(payload))
 
@@ -409,8 +460,8 @@ BATCH = encode_items([CHANGE])
         (b'{"sessions": {}}', "expected a JSON array starting with a format version"),
         (b"[]", "expected a JSON array starting with a format version"),
         (b'["1", "visitor", {}, []]', "expected a JSON array starting with a format version"),
-        (b'[1, "visitor", {"e1": [1, "s1"]}, []]', "not a leadlag entity state"),
-        (b'[1, "visitor", {}]', "not a leadlag entity state"),
+        (b'[2, "visitor", {"e1": [1, "s1"]}, []]', "not a leadlag entity state"),
+        (b'[2, "visitor", {}]', "not a leadlag entity state"),
     ],
 )
 def test_corrupt_state_bytes_raise_a_codec_error_saying_what_is_wrong(data: bytes, message: str) -> None:

@@ -1,16 +1,21 @@
 """Acquisition (lagging): what marketing and sales spend buys — leads, customers, new MRR.
 
-The spend channel is the entity and its facts are append-only (a spend event
-never changes after the fact), so a fold deduplicates by event_id and adds the
-amount. The read side joins spend with the funnel's lead entries and the
-revenue module's new customers and LTV, all by channel, where a lead's or a
-customer's channel is its first-touch channel.
+Spend facts are append-only (a spend event never changes after the fact), so
+a fold deduplicates by event_id and adds the amount. The entity is one
+channel's spend of one UTC day (key `channel/YYYY-MM-DD`, see
+`stream.core.links.entity_of`): its state is bounded by that day, yet it still
+holds everything it ever contributed (per minute, category and campaign), so
+totals rebuilt from states equal the totals folded event by event. The read
+side joins spend with the funnel's lead entries and the revenue module's new
+customers and LTV, all by channel, where a lead's or a customer's channel is
+its first-touch channel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from schemas.channels import NO_CAMPAIGN
 from schemas.events import Spend, SpendCategory, Stage
@@ -26,55 +31,89 @@ from stream.core.revenue import (
     revenue_now,
 )
 from stream.core.totals import Delta, Totals
-from stream.core.windows import Span, month_label
+from stream.core.windows import Span, floor_minute, month_label
 
 SPEND = "spend"
-"""Money, labels (channel, category, campaign or "none"); the amount at the spend time."""
+"""Money, labels (channel, category, campaign or "none"); the amount at the spend's minute."""
 STAGE_ENTRIES = "stage_entries"
 """Written by the funnel, labels (stage, channel, campaign); new leads are its `lead` entries."""
 OTHER_CAMPAIGNS = "other"
 
+SpendKey = tuple[int, str, str | None]
+"""(minute start in ms, category, campaign)."""
+
 
 class SpendRecord(NamedTuple):
-    """One spend event as its channel keeps it (amount already in the reporting currency)."""
+    """The spend of one channel-day at one minute, in one category and campaign (reporting currency)."""
 
-    ts_ms: int
+    minute_ms: int
     category: str
     campaign: str | None
     amount: Decimal
 
 
 class SpendState:
-    """The spend events already counted for one channel (by event_id)."""
+    """One channel's spend of one UTC day: the ids of its events, and their amounts per minute, category and campaign.
 
-    __slots__ = ("spends",)
+    Bound: one channel-day — at most one amount per minute, category and campaign
+    of that day, and the ids of that day's spend events. A day is shorter than
+    the dedupe horizon, so a channel-day remembers all its ids and a duplicate
+    spend event is never counted twice, however late it comes.
+    """
+
+    __slots__ = ("event_ids", "spends")
 
     def __init__(self) -> None:
-        self.spends: dict[str, SpendRecord] = {}
+        self.event_ids: set[str] = set()
+        self.spends: dict[SpendKey, Decimal] = {}
+        """(minute_ms, category, campaign) -> amount spent."""
+
+    def to_wire(self) -> list[Any]:
+        """[event ids (sorted), [SpendRecord, ...]]: JSON-ready, Decimals left to the codec."""
+        return [sorted(self.event_ids), [SpendRecord(*key, amount) for key, amount in self.spends.items()]]
+
+    @classmethod
+    def from_wire(cls, wire: Sequence[Any]) -> SpendState:
+        event_ids, records = wire
+        state = cls()
+        state.event_ids = set(event_ids)
+        state.spends = {
+            (minute_ms, category, campaign): Decimal(amount) for minute_ms, category, campaign, amount in records
+        }
+        return state
 
 
-def add_spend_facts(delta: Delta, channel: str, record: SpendRecord) -> None:
-    labels = (channel, record.category, record.campaign or NO_CAMPAIGN)
-    delta.add_money(SPEND, labels, record.ts_ms, record.amount)
+def spend_channel(key: str) -> str:
+    """The channel of a spend entity's key (`channel/YYYY-MM-DD`; a bare channel is read as itself)."""
+    return key.partition("/")[0]
 
 
-def spend_delta(channel: str, state: SpendState) -> Delta:
-    """Everything a channel's spend contributes (for rebuilding totals from stored states)."""
+def add_spend_facts(delta: Delta, channel: str, key: SpendKey, amount: Decimal) -> None:
+    minute_ms, category, campaign = key
+    delta.add_money(SPEND, (channel, category, campaign or NO_CAMPAIGN), minute_ms, amount)
+
+
+def spend_delta(key: str, state: SpendState) -> Delta:
+    """Everything a channel-day's spend contributes (for rebuilding totals from stored states)."""
     delta = Delta()
-    for record in state.spends.values():
-        add_spend_facts(delta, channel, record)
+    channel = spend_channel(key)
+    for spend_key, amount in state.spends.items():
+        add_spend_facts(delta, channel, spend_key, amount)
     return delta
 
 
 def apply_spend(state: SpendState, event: Spend, policy: Policy) -> Step:
-    """Add a spend event's amount (in the reporting currency) at its time, once per event_id."""
-    if event.event_id in state.spends:
+    """Add a spend event's amount (in the reporting currency) at its minute, once per event_id."""
+    event_id = event.event_id
+    if event_id in state.event_ids:
         return Step(duplicate=True)
     amount = policy.to_reporting(event.amount, event.currency)  # before any change
-    record = SpendRecord(event.occurred_ms, event.category.value, event.campaign, amount)
-    state.spends[event.event_id] = record
+    key = (floor_minute(event.occurred_ms), event.category.value, event.campaign)
+    total = state.spends.get(key)
+    state.spends[key] = amount if total is None else total + amount
+    state.event_ids.add(event_id)
     delta = Delta()
-    add_spend_facts(delta, event.channel.value, record)
+    add_spend_facts(delta, event.channel.value, key, amount)
     return Step(delta)
 
 

@@ -1,10 +1,13 @@
 """Attribution: which channels earned a contact's lead, opportunity and new customer.
 
 Credits are a pure function of the contact's touchpoints — `(ts_ms, channel)` in
-touch order — and the moments of its funnel milestones, so the contact can
-recompute them whenever a late touch or stage change arrives and move its
-`attribution_credit` facts by the difference (the funnel writes them). Every
-model is computed at once, side by side, and each sums to 1 per conversion.
+touch order — within the attribution lookback before the conversion, and of
+the moments of its funnel milestones, so the contact can recompute one
+conversion's credits whenever a touch inside its window or a stage change
+arrives and move its `attribution_credit` facts by the difference (the funnel
+writes them). Every model is computed at once, in one pass over the window,
+and each sums to 1 per conversion. Credits are floats: equal to the exact
+rational shares to well within the 9 significant digits the snapshot keeps.
 
 The position-based models (U-shaped, W-shaped, full-path) name touches by the
 milestone they created: the first touch, and for each milestone the last touch
@@ -16,10 +19,13 @@ credit of a lead is 3/7 first touch, 3/7 lead-creation touch, 1/7 the rest).
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from fractions import Fraction
+from math import exp2
+from operator import itemgetter
 
 from schemas.channels import UNKNOWN_CHANNEL
 from schemas.snapshot.attribution import AttributionWindow, ConversionAttribution
@@ -70,28 +76,21 @@ AttributionTouch = tuple[int, str]
 """(ts_ms, channel) of one touchpoint."""
 
 # (share of the first touch, shares of the lead-, opportunity- and closed-won-creation touches), rest share
-_POSITION_SHARES: dict[AttributionModel, tuple[tuple[Fraction, ...], Fraction]] = {
-    AttributionModel.U_SHAPED: ((Fraction(2, 5), Fraction(2, 5)), Fraction(1, 5)),
-    AttributionModel.W_SHAPED: ((Fraction(3, 10), Fraction(3, 10), Fraction(3, 10)), Fraction(1, 10)),
-    AttributionModel.FULL_PATH: ((Fraction(9, 40),) * 4, Fraction(1, 10)),
+_POSITION_SHARES: dict[AttributionModel, tuple[tuple[float, ...], float]] = {
+    AttributionModel.U_SHAPED: ((0.4, 0.4), 0.2),
+    AttributionModel.W_SHAPED: ((0.3, 0.3, 0.3), 0.1),
+    AttributionModel.FULL_PATH: ((0.225,) * 4, 0.1),
 }
 
 
-def _last_at_or_before(touches: Sequence[AttributionTouch], moment_ms: int | None, until_ms: int) -> int | None:
-    """Index of the touch that created a milestone: the last one at or before its moment."""
-    if moment_ms is None or moment_ms > until_ms:
-        return None
-    found = None
-    for index, (ts, _) in enumerate(touches):
-        if ts <= moment_ms:
-            found = index
-    return found
+def _credit(by_channel: dict[str, float], channel: str, credit: float) -> None:
+    by_channel[channel] = by_channel.get(channel, 0.0) + credit
 
 
-def position_weights(
-    model: AttributionModel, touches: Sequence[AttributionTouch], conversion_ms: int, milestones: Milestones
-) -> list[Fraction]:
-    """Position-based credit per touch (U-shaped, W-shaped, full-path), summing to 1.
+def _position_credits(
+    model: AttributionModel, channels: list[str], creating: list[int | None], touches_upto: dict[int, Counter[str]]
+) -> dict[str, float]:
+    """Position-based credit per channel (U-shaped, W-shaped, full-path), summing to 1.
 
     U-shaped (HubSpot): 40 % first touch, 40 % lead-creation touch, 20 % split
     evenly over the touches between them. W-shaped: 30 % first, 30 % lead
@@ -100,71 +99,93 @@ def position_weights(
     over the rest. "The rest" are the touches between the first and the last
     named position; when there are none, the rest share is split evenly over
     the named positions. Positions that coincide add up on that touch.
+    `touches_upto[i]` counts the touches per channel at indices 0..i.
     """
     named_shares, rest_share = _POSITION_SHARES[model]
-    milestone_moments = (milestones.lead_ms, milestones.opportunity_ms, milestones.customer_ms)
-    candidates = [0, *(_last_at_or_before(touches, m, conversion_ms) for m in milestone_moments)]
-    named = [(share, index) for share, index in zip(named_shares, candidates, strict=False) if index is not None]
-    weights = [Fraction(0)] * len(touches)
-    named_indices = {index for _, index in named}
-    rest = [i for i in range(min(named_indices), max(named_indices) + 1) if i not in named_indices]
+    named = [(share, index) for share, index in zip(named_shares, creating, strict=False) if index is not None]
+    scale = sum(share for share, _ in named) + rest_share
+    unique = {index for _, index in named}
+    last = max(unique)  # the first named position is the first touch, index 0
+    rest_count = last + 1 - len(unique)
+    by_channel: dict[str, float] = {}
     for share, index in named:
-        weights[index] += share
-    if rest:
-        for index in rest:
-            weights[index] += rest_share / len(rest)
+        _credit(by_channel, channels[index], share / scale)
+    if rest_count:
+        each = rest_share / rest_count / scale
+        rest = dict(touches_upto[last])
+        for index in unique:
+            rest[channels[index]] -= 1
+        for channel, touches in rest.items():
+            if touches:
+                _credit(by_channel, channel, touches * each)
     else:
+        each = rest_share / len(named) / scale
         for _, index in named:
-            weights[index] += rest_share / len(named)
-    scale = sum(weights, Fraction(0))
-    return [weight / scale for weight in weights]
+            _credit(by_channel, channels[index], each)
+    return by_channel
 
 
-def model_weights(
-    model: AttributionModel, touches: Sequence[AttributionTouch], conversion_ms: int, milestones: Milestones
-) -> list[float]:
-    """Credit per touch under one model; `touches` are those at or before the conversion, in order."""
-    count = len(touches)
-    if model is AttributionModel.FIRST_TOUCH:
-        return [1.0] + [0.0] * (count - 1)
-    if model is AttributionModel.LAST_TOUCH:
-        return [0.0] * (count - 1) + [1.0]
-    if model is AttributionModel.LINEAR:
-        return [1.0 / count] * count
-    if model is AttributionModel.TIME_DECAY:
-        # 2^(−age/half-life), computed relative to the newest touch so old touches never underflow to 0
-        newest = touches[-1][0]
-        raw = [2.0 ** ((ts - newest) / TIME_DECAY_HALF_LIFE_MS) for ts, _ in touches]
-        total = sum(raw)
-        return [weight / total for weight in raw]
-    return [float(weight) for weight in position_weights(model, touches, conversion_ms, milestones)]
+def _credits_by_model(
+    window: list[AttributionTouch], moment_ms: int, milestones: Milestones
+) -> dict[AttributionModel, dict[str, float]]:
+    """Every model's credit per channel over a non-empty window of touches in time order."""
+    times = [ts for ts, _ in window]
+    channels = [channel for _, channel in window]
+    # the touch that created each milestone: the last one at or before its moment (none if the window has none)
+    creating: list[int | None] = [0]
+    for milestone_ms in (milestones.lead_ms, milestones.opportunity_ms, milestones.customer_ms):
+        index = -1 if milestone_ms is None or milestone_ms > moment_ms else bisect_right(times, milestone_ms) - 1
+        creating.append(None if index < 0 else index)
+    # touches per channel up to the last position each model names, and over the whole window
+    reaches = {len(window) - 1}
+    for named_shares, _ in _POSITION_SHARES.values():
+        reaches.add(max(index for index in creating[: len(named_shares)] if index is not None))
+    touches_upto = {last: Counter(channels[: last + 1]) for last in reaches}
+    # 2^(−age/half-life), relative to the newest touch so old touches never underflow to 0
+    newest, per_ms = times[-1], 1.0 / TIME_DECAY_HALF_LIFE_MS
+    decay: dict[str, float] = {}
+    for ts, channel in window:
+        decay[channel] = decay.get(channel, 0.0) + exp2((ts - newest) * per_ms)
+    decay_total = sum(decay.values())
+    count = len(window)
+    return {
+        AttributionModel.FIRST_TOUCH: {channels[0]: 1.0},
+        AttributionModel.LAST_TOUCH: {channels[-1]: 1.0},
+        AttributionModel.LINEAR: {channel: touches / count for channel, touches in touches_upto[count - 1].items()},
+        AttributionModel.U_SHAPED: _position_credits(AttributionModel.U_SHAPED, channels, creating, touches_upto),
+        AttributionModel.W_SHAPED: _position_credits(AttributionModel.W_SHAPED, channels, creating, touches_upto),
+        AttributionModel.FULL_PATH: _position_credits(AttributionModel.FULL_PATH, channels, creating, touches_upto),
+        AttributionModel.TIME_DECAY: {channel: weight / decay_total for channel, weight in decay.items()},
+    }
 
 
 def attribution_credits(
-    touches: Sequence[AttributionTouch], conversion: Conversion, milestones: Milestones
+    touches: Sequence[AttributionTouch],
+    conversion: Conversion,
+    milestones: Milestones,
+    lookback_ms: int | None = None,
 ) -> dict[AttributionModel, dict[str, float]]:
     """Credit per channel, by every model, for one conversion of one contact (empty if not converted).
 
-    Touchpoints count up to the conversion moment (inclusive). Time-decay weighs
-    each by 2^(−age/7 days) before the moment, normalised. A conversion with no
-    touchpoint credits 1.0 to `unknown` in every model, so credits always add
-    up to the number of conversions.
+    Touchpoints count from `lookback_ms` before the conversion moment up to the
+    moment, both inclusive — the lookback window of HubSpot's and GA4's
+    attribution reports (leadlag's default is `Policy.attribution_lookback_ms`,
+    90 days; None counts every earlier touch). A touch older than that earns
+    no credit, and the position-based models name their first touch and the
+    milestone-creation touches within the window. Time-decay weighs each touch
+    by 2^(−age/7 days) before the moment, normalised. A conversion with no
+    touchpoint in its window credits 1.0 to `unknown` in every model, so each
+    conversion's credits always add up to 1 in every model.
     """
     moment = milestones.moment(conversion)
     if moment is None:
         return {}
-    ordered = sorted(touches, key=lambda touch: touch[0])  # stable: ties keep the caller's order
-    upto = [touch for touch in ordered if touch[0] <= moment]
-    if not upto:
+    start = None if lookback_ms is None else moment - lookback_ms
+    window = [touch for touch in touches if touch[0] <= moment and (start is None or touch[0] >= start)]
+    if not window:
         return {model: {UNKNOWN_CHANNEL: 1.0} for model in AttributionModel}
-    credits: dict[AttributionModel, dict[str, float]] = {}
-    for model in AttributionModel:
-        by_channel: dict[str, float] = {}
-        for (_, channel), weight in zip(upto, model_weights(model, upto, moment, milestones), strict=True):
-            if weight:
-                by_channel[channel] = by_channel.get(channel, 0.0) + weight
-        credits[model] = by_channel
-    return credits
+    window.sort(key=itemgetter(0))  # stable: ties keep the caller's order
+    return _credits_by_model(window, moment, milestones)
 
 
 # -- read side -------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-
 MIN_PRUNE_SIZE = 16
 """Ids are pruned once there are more than this and twice as many as after the last pruning."""
 
@@ -62,19 +61,19 @@ class RecentIds:
         self.pruned_size = len(self.ids)
 
     def to_wire(self) -> list[object]:
-        """[newest_ms, [event_id, ts_ms, event_id, ts_ms, ...]]: flat, for the state codec."""
+        """[newest_ms, pruned_size, [event_id, ts_ms, event_id, ts_ms, ...]]: flat, for the state codec."""
         flat: list[object] = []
         for event_id, ts in self.ids.items():
             flat.append(event_id)
             flat.append(ts)
-        return [self.newest_ms, flat]
+        return [self.newest_ms, self.pruned_size, flat]
 
     @classmethod
     def from_wire(cls, wire: Iterable[object]) -> RecentIds:
-        newest, flat = wire
+        newest, pruned_size, flat = wire
         recent = cls()
         recent.newest_ms = newest  # type: ignore[assignment]
         items = list(flat)  # type: ignore[call-overload]
         recent.ids = dict(zip(items[0::2], items[1::2], strict=True))
-        recent.pruned_size = len(recent.ids)
+        recent.pruned_size = pruned_size  # type: ignore[assignment]
         return recent

@@ -1,12 +1,29 @@
 """Funnel (leading to lagging): a contact's way from subscriber to customer, and who earned it.
 
-The contact is the entity. Its state is the *set* of what it has seen — stage
-changes, form fills and the sessions (`Touch`) of the visitors known to be it —
-and everything it contributes to the totals is recomputed from that set: the
-timeline is walked in (ts_ms, event_id) order, and each fold applies the
-difference between the facts before and after (`Delta.between`). So a late
-stage change, or a late session that changes the contact's first-touch channel,
-moves its facts to where they belong, whatever the arrival order.
+The contact is the entity. Its state keeps what its facts need, with a fixed
+upper bound whatever the number of its events (each field of `ContactState`
+says its bound): its stage changes and form fills (the earliest of each, up to
+a cap), and those sessions (`Touch`) of the visitors known to be it that can
+still matter — the first one, and the ones that can earn attribution credit,
+up to `Policy.max_touches`.
+
+Everything the contact contributes to the totals is a function of that state
+(`contact_facts`), in three parts with separate inputs; a fold recomputes only
+the parts whose inputs it changed and moves the totals by the difference:
+
+- form-fill facts, one per fill, labelled by the fill's own channel or by the
+  session that supplied it (kept with the fill);
+- timeline facts (entries, exits, staleness, occupancy, durations, pipeline,
+  wins), labelled by the contact's first-touch channel and campaign: moved
+  when a stage change arrives or the first touchpoint's label changes;
+- attribution facts, per conversion, from the touchpoints in its lookback
+  window: moved when a touchpoint enters or leaves the window or a milestone
+  moves.
+
+So a session later than every conversion that neither becomes the first touch
+nor supplies a form fill's channel changes no fact, and costs microseconds; a
+late stage change, or a late session that changes the contact's first-touch
+channel, still moves its facts to where they belong, whatever the arrival order.
 
 Two readings of the timeline:
 
@@ -25,21 +42,24 @@ Two readings of the timeline:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
-from itertools import pairwise
-from typing import NamedTuple, TypeVar
+from itertools import islice, pairwise, takewhile
+from typing import NamedTuple, Protocol, TypeVar
 
 from schemas.channels import NO_CAMPAIGN, UNKNOWN_CHANNEL
 from schemas.events import EXIT_STAGES, FUNNEL_STAGES, FormFill, Stage, StageChange
 from schemas.snapshot.funnel import ChannelFunnel, FunnelWindow, LeadCohort, StageDuration, StageFlow
 from stream.core.attribution import (
     ATTRIBUTION_CREDIT,
+    AttributionModel,
     AttributionTouch,
     Conversion,
     Milestones,
     attribution_credits,
 )
+from stream.core.dedupe import RecentIds
 from stream.core.links import AccountLink, Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.rates import ratio, whole
@@ -103,7 +123,24 @@ CONVERTING_STAGES: tuple[Stage, ...] = FUNNEL_STAGES[STAGE_INDEX[Stage.LEAD] + 1
 """The stages a lead converts to: mql, sql, opportunity, customer."""
 COHORT_STAGES: tuple[Stage, ...] = FUNNEL_STAGES[STAGE_INDEX[Stage.LEAD] :]
 
+STAGE_CHANGES_KEPT = 100
+"""At most this many stage changes per contact count: the earliest by (ts_ms, event_id).
+
+A CRM that moves one contact more often than this is looping, not selling;
+counting only the earliest keeps the figures already published stable (a
+later change past the cap moves nothing) and is the same whatever the order
+of arrival. A change earlier than the kept ones still enters, and the latest
+kept one leaves.
+"""
+FORM_FILLS_KEPT = 100
+"""At most this many form fills per contact count (as fills and as touchpoints): the earliest, as above."""
+
 V = TypeVar("V", float, Decimal)
+LEAD_INDEX, OPPORTUNITY_INDEX, CUSTOMER_INDEX = (
+    STAGE_INDEX[Stage.LEAD],
+    STAGE_INDEX[Stage.OPPORTUNITY],
+    STAGE_INDEX[Stage.CUSTOMER],
+)
 
 
 class StageRecord(NamedTuple):
@@ -115,6 +152,23 @@ class StageRecord(NamedTuple):
     account_id: str | None
 
 
+SAME_SESSION = 2
+"""`FillSource.rank` of a session with the fill's own session_id: it outranks the visitor's latest session."""
+VISITOR_LATEST = 1
+"""`FillSource.rank` of the fill's visitor's latest session at or before the fill."""
+
+
+class FillSource(NamedTuple):
+    """The session that supplies the channel of a form fill that names none."""
+
+    rank: int
+    """`SAME_SESSION` or `VISITOR_LATEST`."""
+    ts_ms: int
+    touch_id: str
+    channel: str
+    campaign: str | None
+
+
 class FormRecord(NamedTuple):
     ts_ms: int
     form_type: str
@@ -123,6 +177,8 @@ class FormRecord(NamedTuple):
     campaign: str | None
     visitor_id: str | None
     session_id: str | None
+    source: FillSource | None = None
+    """Without a channel of its own: the best session seen so far (see `form_fill_source`), or None."""
 
 
 class Touchpoint(NamedTuple):
@@ -144,64 +200,173 @@ class Stint(NamedTuple):
 
 
 class ContactState:
-    """One contact's stage changes and form fills (by event_id), its sessions, and its last account link."""
+    """What one contact's facts need, with a fixed upper bound whatever the number of its events.
 
-    __slots__ = ("form_fills", "last_account_link", "stage_changes", "touches")
+    The records are kept in (ts_ms, id) order, so the timeline and the first
+    touch are read without sorting. At the defaults a contact keeps at most 100
+    stage changes, 100 form fills and 100 touches.
+    """
+
+    __slots__ = ("form_fills", "last_account_link", "newest_ms", "recent", "stage_changes", "touches")
 
     def __init__(self) -> None:
         self.stage_changes: dict[str, StageRecord] = {}
+        """event_id -> the change, in (ts_ms, event_id) order. Bound: `STAGE_CHANGES_KEPT` (100), the earliest."""
         self.form_fills: dict[str, FormRecord] = {}
+        """event_id -> the fill, in (ts_ms, event_id) order. Bound: `FORM_FILLS_KEPT` (100), the earliest."""
         self.touches: dict[str, Touch] = {}
-        """session_event_id -> the session."""
+        """session_event_id -> the session, in (ts_ms, session_event_id) order.
+
+        Bound: `Policy.max_touches` (default 100), the first touch always among
+        them, since it labels every fact with the contact's first-touch channel.
+        Past the cap the touch dropped is the oldest one outside the lookback
+        window (`Policy.attribution_lookback_ms`, default 90 days) of every
+        conversion the contact has reached — it earns no credit now — or, when
+        every touch is inside one, the oldest. With a grace period
+        (`Policy.grace_ms`, no event older than that behind the newest is
+        accepted) a touch that can never earn credit again is dropped at once:
+        one older than the lookback plus the grace before the contact's newest
+        event and outside every reached conversion's window. Without one, any
+        late stage change may still move a conversion back to any touch, so
+        only the cap applies. Below the cap what is kept depends only on the
+        set of events seen, not on their order (with a grace period, as long
+        as nothing later than it is accepted: the ledger's lateness rule).
+        """
+        self.newest_ms: int | None = None
+        """The newest event time the contact has seen (its sessions included): the lookback counts back from it."""
+        self.recent = RecentIds()
+        """Ids of stage changes and form fills seen but not kept (past a cap), within `Policy.dedupe_horizon_ms`
+        (7 days), so their duplicates are still known. Bound: one horizon of such ids; empty below the caps."""
         self.last_account_link: tuple[str, int | None, str, str | None] | None = None
         """(account_id, first_touch_ms, channel, campaign) of the last AccountLink emitted."""
+
+
+class _Timed(Protocol):
+    @property
+    def ts_ms(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Timed)
+
+
+def _insert_in_order(records: dict[str, R], record_id: str, record: R) -> dict[str, R]:
+    """`records` with `record` added in (ts_ms, id) order: appended in place (the common case) or a new dict."""
+    if records:
+        last_id = next(reversed(records))
+        if (record.ts_ms, record_id) < (records[last_id].ts_ms, last_id):
+            items = list(records.items())
+            position = bisect_left(items, (record.ts_ms, record_id), key=lambda item: (item[1].ts_ms, item[0]))
+            items.insert(position, (record_id, record))
+            return dict(items)
+    records[record_id] = record
+    return records
+
+
+def _past_cap(records: dict[str, R], cap: int, ts_ms: int, record_id: str) -> bool:
+    """True when the records are full and a new one would come after every kept one: it is not kept."""
+    if len(records) < cap:
+        return False
+    last_id = next(reversed(records))
+    return (ts_ms, record_id) > (records[last_id].ts_ms, last_id)
 
 
 # -- touchpoints -------------------------------------------------------------------------
 
 
-def form_fill_source(state: ContactState, fill: FormRecord) -> tuple[str, str | None] | None:
+def form_fill_source(fill: FormRecord) -> tuple[str, str | None] | None:
     """The (channel, campaign) a form fill is credited to, or None when no session can supply one.
 
-    Its own channel if it names one; else its session's (same session_id); else
-    the latest session of its visitor at or before the fill. A campaign the fill
-    lacks comes from the session that supplied the channel.
+    Its own channel if it names one; else its session's (the earliest touch
+    with the same session_id); else the latest session of its visitor at or
+    before the fill. Like attribution, a session older than the lookback
+    before the fill supplies nothing. A campaign the fill lacks comes from the
+    session that supplied the channel.
     """
     if fill.channel is not None:
         return fill.channel, fill.campaign
-    same_session = [t for t in state.touches.values() if fill.session_id and t.session_id == fill.session_id]
-    if same_session:
-        touch = min(same_session, key=lambda t: (t.ts_ms, t.session_event_id))
-        return touch.channel, fill.campaign or touch.campaign
-    earlier = [
-        t
-        for t in state.touches.values()
-        if fill.visitor_id and t.visitor_id == fill.visitor_id and t.ts_ms <= fill.ts_ms
-    ]
-    if earlier:
-        touch = max(earlier, key=lambda t: (t.ts_ms, t.session_event_id))
-        return touch.channel, fill.campaign or touch.campaign
-    return None
+    source = fill.source
+    if source is None:
+        return None
+    return source.channel, fill.campaign or source.campaign
+
+
+def _source_from(fill: FormRecord, touch: Touch, lookback_ms: int) -> FillSource | None:
+    """What `touch` could supply to a fill without a channel of its own (None: nothing)."""
+    if touch.ts_ms < fill.ts_ms - lookback_ms:
+        return None
+    if fill.session_id and touch.session_id == fill.session_id:
+        rank = SAME_SESSION
+    elif fill.visitor_id and touch.visitor_id == fill.visitor_id and touch.ts_ms <= fill.ts_ms:
+        rank = VISITOR_LATEST
+    else:
+        return None
+    return FillSource(rank, touch.ts_ms, touch.session_event_id, touch.channel, touch.campaign)
+
+
+def _improves(candidate: FillSource, current: FillSource | None) -> bool:
+    """The better source: same session over the visitor's latest; the earliest same-session touch; the latest."""
+    if current is None:
+        return True
+    if candidate.rank != current.rank:
+        return candidate.rank > current.rank
+    if candidate.rank == SAME_SESSION:
+        return (candidate.ts_ms, candidate.touch_id) < (current.ts_ms, current.touch_id)
+    return (candidate.ts_ms, candidate.touch_id) > (current.ts_ms, current.touch_id)
+
+
+def first_touchpoint(state: ContactState) -> Touchpoint | None:
+    """The contact's earliest touchpoint (session or credited form fill), by (ts_ms, id)."""
+    first = None
+    if state.touches:
+        touch = next(iter(state.touches.values()))
+        first = Touchpoint(touch.ts_ms, touch.session_event_id, touch.channel, touch.campaign)
+    for event_id, fill in state.form_fills.items():
+        source = form_fill_source(fill)
+        if source is not None:
+            if first is None or (fill.ts_ms, event_id) < (first.ts_ms, first.touch_id):
+                first = Touchpoint(fill.ts_ms, event_id, *source)
+            break
+    return first
+
+
+def _label(first: Touchpoint | None) -> tuple[str, str]:
+    """The (channel, campaign) labels of the contact's timeline facts: its first touchpoint's, or unknown."""
+    if first is None:
+        return UNKNOWN_CHANNEL, NO_CAMPAIGN
+    return first.channel, first.campaign or NO_CAMPAIGN
 
 
 def touchpoints(state: ContactState) -> list[Touchpoint]:
-    """The contact's sessions and credited form fills, in (ts_ms, id) order."""
+    """The contact's kept sessions and credited form fills, in (ts_ms, id) order."""
     points = [Touchpoint(t.ts_ms, t.session_event_id, t.channel, t.campaign) for t in state.touches.values()]
     for event_id, fill in state.form_fills.items():
-        source = form_fill_source(state, fill)
+        source = form_fill_source(fill)
         if source is not None:
             points.append(Touchpoint(fill.ts_ms, event_id, *source))
     points.sort(key=lambda point: (point.ts_ms, point.touch_id))
     return points
 
 
+def _window_points(state: ContactState, start_ms: int, end_ms: int) -> list[AttributionTouch]:
+    """(ts_ms, channel) of the touchpoints in [start_ms, end_ms], in (ts_ms, id) order."""
+    points: list[tuple[int, str, str]] = []
+    for touch in state.touches.values():
+        ts = touch.ts_ms
+        if ts > end_ms:
+            break
+        if ts >= start_ms:
+            points.append((ts, touch.session_event_id, touch.channel))
+    for event_id, fill in state.form_fills.items():
+        ts = fill.ts_ms
+        if ts > end_ms:
+            break
+        if ts >= start_ms and (source := form_fill_source(fill)) is not None:
+            points.append((ts, event_id, source[0]))
+    points.sort()
+    return [(ts, channel) for ts, _, channel in points]
+
+
 # -- the stage timeline ------------------------------------------------------------------
-
-
-def _timeline(state: ContactState) -> list[StageRecord]:
-    """The stage changes in (ts_ms, event_id) order."""
-    ordered = sorted(state.stage_changes.items(), key=lambda item: (item[1].ts_ms, item[0]))
-    return [record for _, record in ordered]
 
 
 def reach_times(timeline: Iterable[StageRecord]) -> dict[Stage, int]:
@@ -219,6 +384,67 @@ def reach_times(timeline: Iterable[StageRecord]) -> dict[Stage, int]:
             if stage not in reached or record.ts_ms < reached[stage]:
                 reached[stage] = record.ts_ms
     return reached
+
+
+def milestones_of(timeline: Iterable[StageRecord]) -> Milestones:
+    """The lead, opportunity and customer moments (reach times) of a timeline in time order."""
+    lead = opportunity = None
+    for record in timeline:
+        if record.to_stage in EXIT_STAGES:
+            continue
+        index = STAGE_INDEX[record.to_stage]
+        if lead is None and index >= LEAD_INDEX:
+            lead = record.ts_ms
+        if opportunity is None and index >= OPPORTUNITY_INDEX:
+            opportunity = record.ts_ms
+        if index >= CUSTOMER_INDEX:
+            return Milestones(lead, opportunity, record.ts_ms)
+    return Milestones(lead, opportunity, None)
+
+
+Window = tuple[int, int]
+"""[start_ms, end_ms] of a conversion's lookback window, both inclusive."""
+
+
+def _windows(milestones: Milestones, lookback_ms: int) -> dict[Conversion, Window]:
+    windows: dict[Conversion, Window] = {}
+    for conversion in Conversion:
+        moment = milestones.moment(conversion)
+        if moment is not None:
+            windows[conversion] = (moment - lookback_ms, moment)
+    return windows
+
+
+def _in_any(ts_ms: int, windows: dict[Conversion, Window]) -> bool:
+    return any(start <= ts_ms <= end for start, end in windows.values())
+
+
+def _touch_time(touch: Touch) -> int:
+    return touch.ts_ms
+
+
+def _merged(windows: dict[Conversion, Window]) -> list[Window]:
+    """The windows as disjoint intervals in time order."""
+    merged: list[Window] = []
+    for start, end in sorted(windows.values()):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _outside_windows(
+    touches: Iterable[tuple[str, Touch]], windows: dict[Conversion, Window]
+) -> Iterator[tuple[str, bool]]:
+    """For (id, touch) in time order: the id, and whether the touch lies outside every window (in one pass)."""
+    spans = _merged(windows)
+    current, count = 0, len(spans)
+    for touch_id, touch in touches:
+        ts = touch.ts_ms
+        while current < count and spans[current][1] < ts:
+            current += 1
+        yield touch_id, current == count or ts < spans[current][0]
 
 
 def stage_stints(timeline: Iterable[StageRecord]) -> list[Stint]:
@@ -306,19 +532,18 @@ def _hold_money(
         _add(money, family, labels, end, -held)
 
 
-def contact_facts(state: ContactState, policy: Policy) -> tuple[Facts, MoneyFacts]:
-    """Everything the contact contributes to the totals, from the set of what it has seen."""
+def _fill_fact(fill: FormRecord) -> FactKey:
+    """The key of the one fact a form fill contributes: +1 at its time, by the channel it is credited to."""
+    channel, campaign = form_fill_source(fill) or (UNKNOWN_CHANNEL, fill.campaign)
+    return FORM_FILLS, (fill.form_type, channel, campaign or NO_CAMPAIGN), fill.ts_ms
+
+
+def timeline_facts(
+    timeline: list[StageRecord], channel: str, campaign: str, policy: Policy
+) -> tuple[Facts, MoneyFacts]:
+    """What a stage timeline (in time order) contributes, labelled by the contact's first-touch channel."""
     facts: Facts = {}
     money: MoneyFacts = {}
-    points = touchpoints(state)
-    channel = points[0].channel if points else UNKNOWN_CHANNEL
-    campaign = (points[0].campaign if points else None) or NO_CAMPAIGN
-
-    for fill in state.form_fills.values():
-        fill_channel, fill_campaign = form_fill_source(state, fill) or (UNKNOWN_CHANNEL, fill.campaign)
-        _add(facts, FORM_FILLS, (fill.form_type, fill_channel, fill_campaign or NO_CAMPAIGN), fill.ts_ms, 1)
-
-    timeline = _timeline(state)
     reached = reach_times(timeline)
     lead_ms = reached.get(Stage.LEAD)
     for stage, ts in reached.items():
@@ -376,16 +601,50 @@ def contact_facts(state: ContactState, policy: Policy) -> tuple[Facts, MoneyFact
     for stage in {*first_exit, *first_stale}:
         dropped = min(ts for ts in (first_exit.get(stage), first_stale.get(stage)) if ts is not None)
         _add(facts, STAGE_DROP_OFFS, (stage.value, channel, campaign), dropped, 1)
+    return facts, money
 
-    milestones = Milestones(lead_ms, reached.get(Stage.OPPORTUNITY), reached.get(Stage.CUSTOMER))
-    attribution_touches: list[AttributionTouch] = [(point.ts_ms, point.channel) for point in points]
+
+_CREDIT_LABELS: dict[tuple[AttributionModel, Conversion], tuple[str, str]] = {
+    (model, conversion): (model.value, conversion.value) for model in AttributionModel for conversion in Conversion
+}
+
+
+def _credit_inputs(milestones: Milestones, conversion: Conversion) -> tuple[int | None, ...]:
+    """What of the milestones a conversion's credits depend on: its moment, and the milestones up to it."""
+    moment = milestones.moment(conversion)
+    if moment is None:
+        return ()
+    at_or_before = (milestones.lead_ms, milestones.opportunity_ms, milestones.customer_ms)
+    return (moment, *(ms if ms is not None and ms <= moment else None for ms in at_or_before))
+
+
+def conversion_facts(state: ContactState, conversion: Conversion, milestones: Milestones, policy: Policy) -> Facts:
+    """The attribution credits of one conversion, by every model, from the touchpoints in its lookback window."""
+    moment = milestones.moment(conversion)
+    if moment is None:
+        return {}
+    lookback = policy.attribution_lookback_ms
+    points = _window_points(state, moment - lookback, moment)
+    facts: Facts = {}
+    for model, credits in attribution_credits(points, conversion, milestones, lookback).items():
+        model_label, conversion_label = _CREDIT_LABELS[model, conversion]
+        for channel, credit in credits.items():
+            facts[(ATTRIBUTION_CREDIT, (model_label, conversion_label, channel), moment)] = credit
+    return facts
+
+
+def contact_facts(state: ContactState, policy: Policy) -> tuple[Facts, MoneyFacts]:
+    """Everything the contact contributes to the totals, from its state alone: what its folds have emitted."""
+    facts: Facts = {}
+    for fill in state.form_fills.values():
+        key = _fill_fact(fill)
+        facts[key] = facts.get(key, 0) + 1
+    timeline = list(state.stage_changes.values())
+    counts, money = timeline_facts(timeline, *_label(first_touchpoint(state)), policy)
+    facts.update(counts)  # the parts write disjoint families
+    milestones = milestones_of(timeline)
     for conversion in Conversion:
-        moment = milestones.moment(conversion)
-        if moment is None:
-            continue
-        for model, credits in attribution_credits(attribution_touches, conversion, milestones).items():
-            for credit_channel, credit in credits.items():
-                _add(facts, ATTRIBUTION_CREDIT, (model.value, conversion.value, credit_channel), moment, credit)
+        facts.update(conversion_facts(state, conversion, milestones, policy))
     return _without_zeros(facts), _without_zeros(money)
 
 
@@ -393,68 +652,249 @@ def _without_zeros(facts: dict[FactKey, V]) -> dict[FactKey, V]:
     return {key: value for key, value in facts.items() if value != 0}
 
 
+def _move(into: dict[FactKey, V], old: Mapping[FactKey, V], new: Mapping[FactKey, V]) -> None:
+    """Add `new - old` to `into`."""
+    for key, value in new.items():
+        into[key] = into.get(key, value * 0) + value
+    for key, value in old.items():
+        into[key] = into.get(key, value * 0) - value
+
+
 # -- write side ----------------------------------------------------------------------------
+
+
+class _Change:
+    """The facts one fold moves, built part by part."""
+
+    __slots__ = ("counts", "money")
+
+    def __init__(self) -> None:
+        self.counts: Facts = {}
+        self.money: MoneyFacts = {}
+
+    def relabel(self, state: ContactState, before: Touchpoint | None, policy: Policy) -> None:
+        """Move the timeline facts when the first touchpoint's label changed since `before`."""
+        old_label, new_label = _label(before), _label(first_touchpoint(state))
+        if old_label == new_label:
+            return
+        timeline = list(state.stage_changes.values())
+        old_counts, old_money = timeline_facts(timeline, *old_label, policy)
+        new_counts, new_money = timeline_facts(timeline, *new_label, policy)
+        _move(self.counts, old_counts, new_counts)
+        _move(self.money, old_money, new_money)
+
+    def delta(self) -> Delta:
+        return Delta(counts=_without_zeros(self.counts), money=_without_zeros(self.money))
+
+
+def _advance(state: ContactState, ts_ms: int) -> None:
+    if state.newest_ms is None or ts_ms > state.newest_ms:
+        state.newest_ms = ts_ms
+
+
+def _drop_touches(state: ContactState, windows: dict[Conversion, Window], policy: Policy) -> None:
+    """Drop the touches that can never earn credit again (only with a grace period: see `ContactState.touches`)."""
+    grace = policy.grace_ms
+    if grace is None or state.newest_ms is None:
+        return
+    threshold = state.newest_ms - policy.attribution_lookback_ms - grace
+    older = takewhile(lambda item: item[1].ts_ms < threshold, islice(state.touches.items(), 1, None))
+    expired = [touch_id for touch_id, outside in _outside_windows(older, windows) if outside]
+    for touch_id in expired:
+        del state.touches[touch_id]
+
+
+def _touch_to_evict(state: ContactState, windows: dict[Conversion, Window]) -> str:
+    """The oldest touch outside every conversion window, else the oldest; never the first."""
+    touches = list(state.touches.values())
+    assert len(touches) > 1, "Policy.max_touches must be at least 1: the first touch is always kept"
+    index, count = 1, len(touches)
+    for start, end in _merged(windows):
+        if index == count or touches[index].ts_ms < start:
+            break
+        if touches[index].ts_ms <= end:
+            index = bisect_right(touches, end, lo=index, key=_touch_time)
+    return touches[index if index < count else 1].session_event_id
+
+
+def _current_account_link(state: ContactState, contact_id: str) -> AccountLink | None:
+    account = next((r.account_id for r in reversed(state.stage_changes.values()) if r.account_id is not None), None)
+    if account is None:
+        return None
+    first = first_touchpoint(state)
+    if first is None:
+        return AccountLink(account, contact_id, None, UNKNOWN_CHANNEL, None)
+    return AccountLink(account, contact_id, first.ts_ms, first.channel, first.campaign)
 
 
 def _account_link(state: ContactState, contact_id: str) -> list[Link]:
     """An AccountLink when the contact's account or first touch differs from what was last sent."""
-    account = account_of(_timeline(state))
-    if account is None:
+    link = _current_account_link(state, contact_id)
+    if link is None:
         return []
-    points = touchpoints(state)
-    first = points[0] if points else None
-    current = (
-        account,
-        first.ts_ms if first else None,
-        first.channel if first else UNKNOWN_CHANNEL,
-        first.campaign if first else None,
-    )
+    current = (link.account_id, link.first_touch_ms, link.channel, link.campaign)
     if current == state.last_account_link:
         return []
     state.last_account_link = current
-    return [AccountLink(account, contact_id, current[1], current[2], current[3])]
+    return [link]
+
+
+def _links_again(state: ContactState, contact_id: str) -> list[Link]:
+    """The AccountLink the contact's state implies, sent again for a duplicate (links are idempotent)."""
+    link = _current_account_link(state, contact_id)
+    return [] if link is None else [link]
 
 
 def apply_stage_change(state: ContactState, event: StageChange, policy: Policy) -> Step:
-    """Add a stage change to the contact's timeline; move its facts; tell its account."""
-    if event.event_id in state.stage_changes:
-        return Step(duplicate=True)
+    """Add a stage change to the contact's timeline; move its facts; tell its account.
+
+    The timeline facts are recomputed (a late change can move every later
+    stint); a conversion's credits only when its moment, or a milestone up to
+    it, moved. Past `STAGE_CHANGES_KEPT` a change later than every kept one is
+    not counted. A duplicate changes nothing and sends the contact's
+    AccountLink again.
+    """
+    event_id = event.event_id
+    if event_id in state.stage_changes or state.recent.seen(event_id, policy.dedupe_horizon_ms):
+        return Step(duplicate=True, emitted=_links_again(state, event.contact_id))
     amount = None if event.amount is None else policy.to_reporting(event.amount, event.currency)
-    old_counts, old_money = contact_facts(state, policy)
-    state.stage_changes[event.event_id] = StageRecord(event.occurred_ms, event.to_stage, amount, event.account_id)
-    new_counts, new_money = contact_facts(state, policy)
-    return Step(Delta.between(old_counts, new_counts, old_money, new_money), _account_link(state, event.contact_id))
+    ts = event.occurred_ms
+    _advance(state, ts)
+    old_timeline = list(state.stage_changes.values())
+    old_milestones = milestones_of(old_timeline)
+    if _past_cap(state.stage_changes, STAGE_CHANGES_KEPT, ts, event_id):
+        state.recent.remember(event_id, ts, policy.dedupe_horizon_ms)
+        _drop_touches(state, _windows(old_milestones, policy.attribution_lookback_ms), policy)
+        return Step(emitted=_account_link(state, event.contact_id))
+    record = StageRecord(ts, event.to_stage, amount, event.account_id)
+    state.stage_changes = _insert_in_order(state.stage_changes, event_id, record)
+    if len(state.stage_changes) > STAGE_CHANGES_KEPT:
+        displaced_id, displaced = state.stage_changes.popitem()
+        state.recent.remember(displaced_id, displaced.ts_ms, policy.dedupe_horizon_ms)
+    new_timeline = list(state.stage_changes.values())
+    new_milestones = milestones_of(new_timeline)
+
+    change = _Change()
+    label = _label(first_touchpoint(state))
+    old_counts, old_money = timeline_facts(old_timeline, *label, policy)
+    new_counts, new_money = timeline_facts(new_timeline, *label, policy)
+    _move(change.counts, old_counts, new_counts)
+    _move(change.money, old_money, new_money)
+    for conversion in Conversion:
+        if _credit_inputs(old_milestones, conversion) != _credit_inputs(new_milestones, conversion):
+            before = conversion_facts(state, conversion, old_milestones, policy)
+            _move(change.counts, before, conversion_facts(state, conversion, new_milestones, policy))
+    _drop_touches(state, _windows(new_milestones, policy.attribution_lookback_ms), policy)
+    return Step(change.delta(), _account_link(state, event.contact_id))
 
 
 def apply_form_fill(state: ContactState, event: FormFill, policy: Policy) -> Step:
-    """Count a form fill; ask its visitor for its sessions; move the facts if the touchpoints changed."""
-    if event.event_id in state.form_fills:
-        return Step(duplicate=True)
-    old_counts, old_money = contact_facts(state, policy)
-    state.form_fills[event.event_id] = FormRecord(
-        event.occurred_ms,
+    """Count a form fill; ask its visitor for its sessions; move the facts its touchpoint changes.
+
+    Past `FORM_FILLS_KEPT` a fill later than every kept one is not counted
+    (its visitor is still asked). A duplicate changes nothing and sends the
+    fill's VisitorLink and the contact's AccountLink again.
+    """
+    event_id, contact_id = event.event_id, event.contact_id
+    visitor_link: list[Link] = [] if event.visitor_id is None else [VisitorLink(event.visitor_id, contact_id)]
+    if event_id in state.form_fills or state.recent.seen(event_id, policy.dedupe_horizon_ms):
+        return Step(duplicate=True, emitted=[*visitor_link, *_links_again(state, contact_id)])
+    ts = event.occurred_ms
+    lookback = policy.attribution_lookback_ms
+    _advance(state, ts)
+    milestones = milestones_of(state.stage_changes.values())
+    windows = _windows(milestones, lookback)
+    if _past_cap(state.form_fills, FORM_FILLS_KEPT, ts, event_id):
+        state.recent.remember(event_id, ts, policy.dedupe_horizon_ms)
+        _drop_touches(state, windows, policy)
+        return Step(emitted=[*visitor_link, *_account_link(state, contact_id)])
+    record = FormRecord(
+        ts,
         event.form_type.value,
         None if event.channel is None else event.channel.value,
         event.campaign,
         event.visitor_id,
         event.session_id,
     )
-    new_counts, new_money = contact_facts(state, policy)
-    emitted: list[Link] = []
-    if event.visitor_id is not None:
-        emitted.append(VisitorLink(event.visitor_id, event.contact_id))
-    emitted.extend(_account_link(state, event.contact_id))
-    return Step(Delta.between(old_counts, new_counts, old_money, new_money), emitted)
+    if record.channel is None:
+        source = None
+        for touch in state.touches.values():
+            candidate = _source_from(record, touch, lookback)
+            if candidate is not None and _improves(candidate, source):
+                source = candidate
+        record = record._replace(source=source)
+
+    # the touchpoints this fold adds or removes: the fill, and the latest kept fill it displaces
+    moved = [record]
+    if len(state.form_fills) >= FORM_FILLS_KEPT:
+        moved.append(state.form_fills[next(reversed(state.form_fills))])
+    old_credits = {
+        conversion: conversion_facts(state, conversion, milestones, policy)
+        for conversion, (start, end) in windows.items()
+        if any(start <= fill.ts_ms <= end and form_fill_source(fill) is not None for fill in moved)
+    }
+    first = first_touchpoint(state)
+    change = _Change()
+    state.form_fills = _insert_in_order(state.form_fills, event_id, record)
+    _move(change.counts, {}, {_fill_fact(record): 1})
+    if len(state.form_fills) > FORM_FILLS_KEPT:
+        displaced_id, displaced = state.form_fills.popitem()
+        state.recent.remember(displaced_id, displaced.ts_ms, policy.dedupe_horizon_ms)
+        _move(change.counts, {_fill_fact(displaced): 1}, {})
+    _drop_touches(state, windows, policy)
+    for conversion, before in old_credits.items():
+        _move(change.counts, before, conversion_facts(state, conversion, milestones, policy))
+    change.relabel(state, first, policy)
+    return Step(change.delta(), [*visitor_link, *_account_link(state, contact_id)])
 
 
 def apply_touch(state: ContactState, touch: Touch, policy: Policy) -> Step:
-    """Add one of the contact's sessions; a touch earlier than the first relabels all its facts."""
-    if touch.session_event_id in state.touches:
-        return Step(duplicate=True)
-    old_counts, old_money = contact_facts(state, policy)
-    state.touches[touch.session_event_id] = touch
-    new_counts, new_money = contact_facts(state, policy)
-    return Step(Delta.between(old_counts, new_counts, old_money, new_money), _account_link(state, touch.contact_id))
+    """Add one of the contact's sessions; move only the facts it changes.
+
+    A session earlier than the first touchpoint relabels the timeline facts;
+    one that supplies a form fill's channel moves that fill; one inside a
+    conversion's lookback window moves that conversion's credits. Past
+    `Policy.max_touches` one touch is dropped (see `ContactState.touches`). A
+    duplicate changes nothing and sends the contact's AccountLink again.
+    """
+    touch_id = touch.session_event_id
+    if touch_id in state.touches:
+        return Step(duplicate=True, emitted=_links_again(state, touch.contact_id))
+    lookback = policy.attribution_lookback_ms
+    milestones = milestones_of(state.stage_changes.values())
+    windows = _windows(milestones, lookback)
+    first = first_touchpoint(state)
+    change = _Change()
+
+    sourced: list[tuple[str, FormRecord]] = []
+    for event_id, fill in state.form_fills.items():
+        if fill.channel is None:
+            candidate = _source_from(fill, touch, lookback)
+            if candidate is not None and _improves(candidate, fill.source):
+                sourced.append((event_id, fill._replace(source=candidate)))
+    moved = [touch.ts_ms, *(fill.ts_ms for _, fill in sourced)]
+    old_credits = {
+        conversion: conversion_facts(state, conversion, milestones, policy)
+        for conversion, (start, end) in windows.items()
+        if any(start <= ts <= end for ts in moved)
+    }
+    for event_id, fill in sourced:
+        _move(change.counts, {_fill_fact(state.form_fills[event_id]): 1}, {_fill_fact(fill): 1})
+        state.form_fills[event_id] = fill
+    state.touches = _insert_in_order(state.touches, touch_id, touch)
+    _advance(state, touch.ts_ms)
+    while len(state.touches) > policy.max_touches:
+        evicted_id = _touch_to_evict(state, windows)
+        evicted_ts = state.touches[evicted_id].ts_ms
+        for conversion, (start, end) in windows.items():
+            if conversion not in old_credits and start <= evicted_ts <= end:
+                old_credits[conversion] = conversion_facts(state, conversion, milestones, policy)
+        del state.touches[evicted_id]
+    _drop_touches(state, windows, policy)
+    for conversion, before in old_credits.items():
+        _move(change.counts, before, conversion_facts(state, conversion, milestones, policy))
+    change.relabel(state, first, policy)
+    return Step(change.delta(), _account_link(state, touch.contact_id))
 
 
 # -- read side -------------------------------------------------------------------------

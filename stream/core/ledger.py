@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+from pydantic import BaseModel
+
 from schemas.events import Event, FormFill, SiteVisit, Spend, StageChange, Subscription
 from stream.core import acquisition, funnel, revenue, traffic
 from stream.core.links import AccountLink, EntityKind, Item, Step, Touch, VisitorLink, entity_of
@@ -92,6 +94,8 @@ class Shard:
         state = self.store.get(kind, key)
         if state is None:
             state = STATE_CLASS[kind]()
+        if isinstance(item, BaseModel):  # an event: retention counts back from the newest (see Totals.advance)
+            self.totals.advance(item.occurred_ms)
         step = self._step(item, state)
         if not step.duplicate:
             self.totals.apply(step.delta)

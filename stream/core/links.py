@@ -17,6 +17,7 @@ from typing import Literal
 
 from schemas.events import Event, FormFill, SiteVisit, Spend, StageChange, Subscription
 from stream.core.totals import Delta
+from stream.core.windows import to_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,8 @@ def entity_of(item: Item) -> tuple[EntityKind, str]:
         return "contact", item.contact_id
     if isinstance(item, Subscription):
         return "account", item.account_id
-    if isinstance(item, Spend):
-        return "channel", item.channel.value
+    if isinstance(item, Spend):  # one channel's spend of one UTC day: bounded state (stream.core.acquisition)
+        return "channel", f"{item.channel.value}/{to_datetime(item.occurred_ms).date()}"
     if isinstance(item, Touch):
         return "contact", item.contact_id
     if isinstance(item, VisitorLink):

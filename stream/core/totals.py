@@ -74,7 +74,7 @@ class Retention:
 
 
 def _prune_front(buckets: dict[int, Any], cutoff: int) -> None:
-    """Drop buckets older than `cutoff`; keys mostly arrive in time order, so the oldest are at the front."""
+    """Drop buckets older than `cutoff` from a dict whose keys were inserted in time order (oldest first)."""
     stale = []
     for key in buckets:
         if key >= cutoff:
@@ -82,6 +82,11 @@ def _prune_front(buckets: dict[int, Any], cutoff: int) -> None:
         stale.append(key)
     for key in stale:
         del buckets[key]
+
+
+def _in_order(buckets: dict[int, Any], cutoff: int) -> dict[int, Any]:
+    """The buckets from `cutoff` on, re-inserted in time order (after a late key broke the order)."""
+    return {key: buckets[key] for key in sorted(key for key in buckets if key >= cutoff)}
 
 
 def _sum_keys(buckets: Mapping[int, V], step_ms: int, start_ms: int, end_ms: int, zero: V) -> V:
@@ -109,7 +114,7 @@ class BucketSeries(Generic[V]):
     minutes is dropped at once and a partial hour is summed from one small dict.
     """
 
-    __slots__ = ("dense", "first_ms", "hours", "minutes", "months", "zero")
+    __slots__ = ("dense", "disordered", "first_ms", "hours", "minutes", "months", "zero")
 
     def __init__(self, zero: V) -> None:
         self.zero: V = zero
@@ -122,6 +127,8 @@ class BucketSeries(Generic[V]):
         """hour start -> that hour's minute buckets (an array of 60 for counts, a dict for money)."""
         self.hours: dict[int, V] = {}
         self.months: dict[int, V] = {}
+        self.disordered = False
+        """A minute or hour key was inserted before a later one: pruning must sort, not just cut the front."""
 
     def add(self, ts_ms: int, value: V, minute_cutoff: int = BEGINNING_MS, hour_cutoff: int = BEGINNING_MS) -> None:
         """Add `value` at `ts_ms`; granularities whose retention `ts_ms` is older than are left alone."""
@@ -131,6 +138,8 @@ class BucketSeries(Generic[V]):
         hour = ts_ms - ts_ms % HOUR_MS
         if hour >= minute_cutoff:
             chunk = self.minutes.get(hour)
+            if chunk is None and self.minutes and hour < next(reversed(self.minutes)):
+                self.disordered = True
             if self.dense:
                 slot = (ts_ms - hour) // MINUTE_MS
                 if chunk is None:
@@ -145,6 +154,8 @@ class BucketSeries(Generic[V]):
                 else:
                     chunk[minute] = new
         if hour >= hour_cutoff:
+            if hour not in self.hours and self.hours and hour < next(reversed(self.hours)):
+                self.disordered = True
             new = self.hours.get(hour, self.zero) + value
             if new == 0:
                 self.hours.pop(hour, None)
@@ -158,8 +169,14 @@ class BucketSeries(Generic[V]):
             self.months[key] = new
 
     def prune(self, minute_cutoff: int, hour_cutoff: int) -> None:
-        _prune_front(self.minutes, minute_cutoff)
-        _prune_front(self.hours, hour_cutoff)
+        """Drop minute and hour buckets past their retention: exactly those, whatever the order they came in."""
+        if self.disordered:
+            self.minutes = _in_order(self.minutes, minute_cutoff)
+            self.hours = _in_order(self.hours, hour_cutoff)
+            self.disordered = False
+        else:
+            _prune_front(self.minutes, minute_cutoff)
+            _prune_front(self.hours, hour_cutoff)
 
     def _minutes_between(self, start_ms: int, end_ms: int) -> V:
         """Sum of minute buckets in [start_ms, end_ms), both within one hour."""
@@ -207,11 +224,14 @@ class BucketSeries(Generic[V]):
             total += _sum_keys(self.hours, HOUR_MS, full_hours_from, full_hours_to, self.zero)
         return total
 
-    def merge(self, other: BucketSeries[V]) -> None:
-        """Add another series bucket by bucket (each granularity keeps what the other kept)."""
+    def merge(self, other: BucketSeries[V], minute_cutoff: int = BEGINNING_MS, hour_cutoff: int = BEGINNING_MS) -> None:
+        """Add another series bucket by bucket; buckets older than a granularity's cutoff are left out of it."""
+        self.disordered = True
         if other.first_ms is not None and (self.first_ms is None or other.first_ms < self.first_ms):
             self.first_ms = other.first_ms
         for hour, chunk in other.minutes.items():
+            if hour < minute_cutoff:
+                continue
             if self.dense:
                 for slot, value in enumerate(chunk):
                     if value:
@@ -224,7 +244,7 @@ class BucketSeries(Generic[V]):
                 _add_buckets(mine, chunk, self.zero)
                 if not mine:
                     del self.minutes[hour]
-        _add_buckets(self.hours, other.hours, self.zero)
+        _add_buckets(self.hours, {hour: v for hour, v in other.hours.items() if hour >= hour_cutoff}, self.zero)
         _add_buckets(self.months, other.months, self.zero)
 
     def is_empty(self) -> bool:
@@ -297,7 +317,7 @@ class Totals:
         self.counts: dict[str, dict[Labels, BucketSeries[float]]] = {}
         self.money: dict[str, dict[Labels, BucketSeries[Decimal]]] = {}
         self.newest_ms: int | None = None
-        """The newest fact time seen: retention counts back from it."""
+        """The newest event time `advance` was told: retention counts back from it."""
         self.minute_cutoff = BEGINNING_MS
         """Minute buckets of hours before this are dropped (moves a whole day at a time)."""
         self.hour_cutoff = BEGINNING_MS
@@ -306,7 +326,11 @@ class Totals:
 
     # -- time and retention -------------------------------------------------------
     def advance(self, ts_ms: int) -> None:
-        """Note a fact time; once the newest time enters a new day, drop buckets past their retention."""
+        """Note an *event* time; once the newest enters a new day, drop buckets past their retention.
+
+        Event times, not fact times: a reducer may write a fact ahead of its event (a contact becomes stale
+        90 days after it entered a stage), and such a fact must not age the buckets of the present.
+        """
         if self.newest_ms is not None and ts_ms <= self.newest_ms:
             return
         self.newest_ms = ts_ms
@@ -325,8 +349,6 @@ class Totals:
 
     # -- writing -----------------------------------------------------------------
     def add(self, family: str, labels: Labels, ts_ms: int, value: float) -> None:
-        if self.newest_ms is None or ts_ms > self.newest_ms:
-            self.advance(ts_ms)
         by_labels = self.counts.get(family)
         if by_labels is None:
             by_labels = self.counts[family] = {}
@@ -336,8 +358,6 @@ class Totals:
         series.add(ts_ms, value, self.minute_cutoff, self.hour_cutoff)
 
     def add_money(self, family: str, labels: Labels, ts_ms: int, value: Decimal) -> None:
-        if self.newest_ms is None or ts_ms > self.newest_ms:
-            self.advance(ts_ms)
         by_labels = self.money.setdefault(family, {})
         series = by_labels.get(labels)
         if series is None:
@@ -351,8 +371,6 @@ class Totals:
         for (family, labels, ts), value in delta.counts.items():
             if value == 0:
                 continue
-            if self.newest_ms is None or ts > self.newest_ms:
-                self.advance(ts)
             by_labels = counts.get(family)
             if by_labels is None:
                 by_labels = counts[family] = {}
@@ -368,6 +386,8 @@ class Totals:
                 chunks = series.minutes
                 chunk = chunks.get(hour)
                 if chunk is None:
+                    if chunks and hour < next(reversed(chunks)):
+                        series.disordered = True
                     chunk = chunks[hour] = array("q", _EMPTY_HOUR)
                 slot = (ts - hour) // MINUTE_MS
                 if chunk.typecode == "q" and value.__class__ is int:
@@ -376,11 +396,15 @@ class Totals:
                     _add_to_slot(chunks, hour, chunk, slot, value)
             if hour >= self.hour_cutoff:
                 hours = series.hours
-                new = hours.get(hour, 0) + value
-                if new == 0:
+                old = hours.get(hour)
+                if old is None:
+                    if hours and hour < next(reversed(hours)):
+                        series.disordered = True
+                    hours[hour] = value
+                elif old + value == 0:
                     del hours[hour]
                 else:
-                    hours[hour] = new
+                    hours[hour] = old + value
             if not month_lo <= ts < month_hi:
                 month_lo = month_start(ts)
                 month_hi = next_month_start(month_lo)
@@ -396,17 +420,18 @@ class Totals:
                 self.add_money(family, labels, ts, money)
 
     def merge(self, other: Totals) -> None:
-        """Add another partition's totals (its entities are disjoint from ours)."""
+        """Add another partition's totals (its entities are disjoint from ours), under the newer clock of the two."""
+        if other.newest_ms is not None:
+            self.advance(other.newest_ms)
+        cutoffs = (self.minute_cutoff, self.hour_cutoff)
         for family, by_labels in other.counts.items():
             for labels, series in by_labels.items():
                 mine = self.counts.setdefault(family, {}).setdefault(labels, BucketSeries(0))
-                mine.merge(series)
+                mine.merge(series, *cutoffs)
         for family, money_by_labels in other.money.items():
             for labels, money_series in money_by_labels.items():
                 mine_money = self.money.setdefault(family, {}).setdefault(labels, BucketSeries(Decimal(0)))
-                mine_money.merge(money_series)
-        if other.newest_ms is not None:
-            self.advance(other.newest_ms)
+                mine_money.merge(money_series, *cutoffs)
 
     # -- reading -----------------------------------------------------------------
     def labels_of(self, family: str) -> Iterator[Labels]:
@@ -483,6 +508,7 @@ class Totals:
             series: BucketSeries[Any] = self.counts.setdefault(family, {}).setdefault(labels, BucketSeries(0))
         else:
             series = self.money.setdefault(family, {}).setdefault(labels, BucketSeries(Decimal(0)))
+        series.disordered = True
         if grain == MONTH:
             if total:
                 series.months[start] = total

@@ -11,8 +11,9 @@ number of its sessions (docs/architecture.md, "Entity state"):
   inside it, so the totals keep a histogram of last-visit times (+1 at the new
   last visit, −1 at the one it replaces) instead of a set of ids per bucket;
 - the sessions a contact will need when the visitor is identified: its first
-  session and its latest `VISITOR_SESSIONS_KEPT` within the attribution
-  lookback; later sessions reach known contacts as they happen;
+  session and its latest `VISITOR_SESSIONS_KEPT`; later sessions reach known
+  contacts as they happen (so a contact identified after more sessions than
+  that receives these, and which ones can depend on arrival order);
 - the contacts it is known to be (at most `MAX_CONTACTS_PER_VISITOR`).
 
 When a visitor becomes known as a contact — a session carrying `contact_id`,
@@ -52,8 +53,8 @@ STAGE_ENTRIES = "stage_entries"
 ENGAGED_MIN_PAGEVIEWS = 2
 ENGAGED_MIN_SECONDS = 10.0
 VISITOR_SESSIONS_KEPT = 10
-"""Besides its first session, a visitor keeps its latest this many (within the attribution lookback) for the
-contact it may later be identified as; a visitor identified after more sessions passes on these."""
+"""Besides its first session, a visitor keeps its latest this many for the contact it may later be
+identified as; a visitor identified after more sessions passes on these."""
 MAX_CONTACTS_PER_VISITOR = 8
 """A shared browser can be several contacts; past this many, further contacts get none of its sessions."""
 DEFAULT_POLICY = Policy()
@@ -80,7 +81,7 @@ class VisitorState:
         self.last_visits: dict[str, int] = {}
         """channel -> time of the visitor's last session in it (at most one per channel)."""
         self.sessions: list[KeptSession] = []
-        """The first session and the latest `VISITOR_SESSIONS_KEPT` within the lookback, in time order."""
+        """The first session and the latest `VISITOR_SESSIONS_KEPT`, in (time, event id) order."""
         self.contacts: list[str] = []
         """Contacts the visitor is known to be, in the order learnt (at most `MAX_CONTACTS_PER_VISITOR`)."""
 
@@ -129,12 +130,15 @@ def visitor_delta(visitor_id: str, state: VisitorState) -> Delta:
     return delta
 
 
-def _keep(state: VisitorState, session: KeptSession, lookback_ms: int) -> bool:
-    """Add a session to the kept ones; trim to the first plus the latest within the lookback. True if kept."""
+def _keep(state: VisitorState, session: KeptSession) -> bool:
+    """Add a session to the kept ones; trim to the first plus the latest `VISITOR_SESSIONS_KEPT`. True if kept.
+
+    By count, not by age: what a contact linked later receives must not depend on when the link arrives
+    (the contact applies the attribution lookback itself, relative to its conversions).
+    """
     sessions = state.sessions
     insort(sessions, session)
-    newest = sessions[-1].ts_ms
-    while len(sessions) > 1 and (len(sessions) > VISITOR_SESSIONS_KEPT + 1 or sessions[1].ts_ms < newest - lookback_ms):
+    if len(sessions) > VISITOR_SESSIONS_KEPT + 1:
         del sessions[1]
     return session in sessions
 
@@ -166,7 +170,7 @@ def apply_site_visit(state: VisitorState, visit: SiteVisit, policy: Policy = DEF
         if overall is None or ts > overall:
             _move_last_visit(delta, LAST_VISITS_ALL, (), overall, ts)
     session = KeptSession(ts, visit.event_id, visit.session_id, channel, campaign)
-    _keep(state, session, policy.attribution_lookback_ms)
+    _keep(state, session)
 
     # contacts known before this visit get this session; a contact first named now gets the kept ones
     emitted: list[Link] = [

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Spend, Subscription, SubscriptionStatus
-from stream.core.acquisition import SPEND, SpendState, acquisition_window, apply_spend
-from stream.core.ledger import Ledger, RejectedEvent, shard_index
+from stream.core.acquisition import SPEND, SpendState, acquisition_window, apply_spend, spend_delta
+from stream.core.ledger import DictStore, Ledger, RejectedEvent, rebuild_totals, shard_index
 from stream.core.links import AccountLink
 from stream.core.policy import Policy, UnknownCurrency
 from stream.core.totals import Totals
@@ -107,11 +107,61 @@ def test_an_unknown_currency_raises_and_leaves_the_channel_untouched() -> None:
     state = SpendState()
     with pytest.raises(UnknownCurrency, match="GBP"):
         apply_spend(state, spend("s1", "100", currency="GBP"), POLICY)
-    assert state.spends == {}
+    assert (state.spends, state.event_ids) == ({}, set())
     ledger = Ledger(POLICY)
     with pytest.raises(RejectedEvent):
         ledger.fold(spend("s1", "100", currency="GBP"))
     assert acquisition_window(ledger.totals(), MARCH, POLICY).total_spend == 0
+
+
+def spend_states(ledger: Ledger) -> dict[str, SpendState]:
+    found: dict[str, SpendState] = {}
+    for shard in ledger.shards:
+        assert isinstance(shard.store, DictStore)
+        for key, state in shard.store.states["channel"].items():
+            assert isinstance(state, SpendState)
+            found[key] = state
+    return found
+
+
+def test_spend_is_kept_per_channel_and_day_one_amount_per_minute_category_and_campaign() -> None:
+    ledger = fold(
+        spend("s1", "100", at="2026-03-10T09:00:10+00:00"),
+        spend("s2", "50", at="2026-03-10T09:00:50+00:00"),  # the same minute: one amount of 150
+        spend("s3", "20", at="2026-03-10T09:00:50+00:00", campaign="spring"),
+        spend("s4", "70", at="2026-03-11T00:00:00+00:00"),
+        spend("s5", "30", "social", at="2026-03-10T23:59:59+00:00"),
+    )
+    states = spend_states(ledger)
+    assert sorted(states) == ["paid/2026-03-10", "paid/2026-03-11", "social/2026-03-10"]
+    nine = ms("2026-03-10T09:00:00+00:00")
+    assert states["paid/2026-03-10"].spends == {
+        (nine, "marketing", None): Decimal(150),
+        (nine, "marketing", "spring"): Decimal(20),
+    }
+    assert states["paid/2026-03-10"].event_ids == {"s1", "s2", "s3"}
+    delta = spend_delta("paid/2026-03-10", states["paid/2026-03-10"])
+    assert delta.money == {
+        (SPEND, ("paid", "marketing", "none"), nine): Decimal(150),
+        (SPEND, ("paid", "marketing", "spring"), nine): Decimal(20),
+    }
+
+
+def test_a_channel_day_holds_one_amount_however_many_spend_events_share_its_minute() -> None:
+    state = SpendState()
+    for n in range(1_000):
+        apply_spend(state, spend(f"s{n}", "0.25", at="2026-03-10T09:00:00+00:00"), POLICY)
+    assert state.spends == {(ms("2026-03-10T09:00:00+00:00"), "marketing", None): Decimal("250.00")}
+
+
+def test_a_duplicate_spend_is_a_duplicate_however_late_it_comes() -> None:
+    # a channel-day is shorter than the dedupe horizon, so it remembers all of its event ids
+    ledger = fold(spend("s1", "100", at="2026-01-10T09:00:00+00:00"))
+    for day in range(1, 28):
+        ledger.fold(spend(f"feb-{day}", "1", at=f"2026-02-{day:02}T09:00:00+00:00"))
+    ledger.fold(spend("s1", "100", at="2026-01-10T09:00:00+00:00"))
+    assert ledger.counts.duplicates == 1
+    assert acquisition_window(ledger.totals(), month_span("2026-01"), POLICY).total_spend == 100
 
 
 # -- CPL, CAC ----------------------------------------------------------------------------
@@ -255,8 +305,8 @@ SPENDS = st.lists(
 )
 
 
-def spend_read_side(ledger: Ledger) -> list[object]:
-    totals = ledger.totals()
+def spend_read_side(ledger: Ledger, totals: Totals | None = None) -> list[object]:
+    totals = totals if totals is not None else ledger.totals()
     return [
         acquisition_window(totals, MARCH, POLICY),
         acquisition_window(totals, Span(ms("2026-02-01T00:00:00+00:00"), ms("2026-03-04T00:00:00+00:00")), POLICY),
@@ -284,3 +334,12 @@ def test_folding_every_spend_twice_changes_nothing(events: list[Spend]) -> None:
 @given(SPENDS)
 def test_folding_spend_over_three_shards_equals_one_shard(events: list[Spend]) -> None:
     assert spend_read_side(fold(*events, shards=3)) == spend_read_side(fold(*events, shards=1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(SPENDS, st.integers(1, 3))
+def test_totals_rebuilt_from_spend_states_equal_the_folded_totals(events: list[Spend], shards: int) -> None:
+    ledger = fold(*events, shards=shards)
+    stores = [shard.store for shard in ledger.shards if isinstance(shard.store, DictStore)]
+    rebuilt = rebuild_totals((item for store in stores for item in store.items()), POLICY)
+    assert spend_read_side(ledger, rebuilt) == spend_read_side(ledger)

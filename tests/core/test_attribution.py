@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from fractions import Fraction
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,6 +123,64 @@ def test_a_conversion_that_has_not_happened_has_no_credit() -> None:
     assert attribution_credits(FOUR, Conversion.CUSTOMER, Milestones(lead_ms=0)) == {}
 
 
+def test_only_touches_within_the_lookback_before_the_conversion_earn_credit() -> None:
+    touches = [(0, "organic"), (10 * DAY_MS, "paid"), (95 * DAY_MS, "email")]
+    milestones = Milestones(lead_ms=100 * DAY_MS)
+    every = attribution_credits(touches, Conversion.LEAD, milestones, lookback_ms=90 * DAY_MS)
+    # the window is [day 10, day 100], both ends included: organic (day 0) earns nothing
+    assert every[M.FIRST_TOUCH] == {"paid": 1.0}
+    assert every[M.LAST_TOUCH] == {"email": 1.0}
+    assert every[M.LINEAR] == pytest.approx({"paid": 0.5, "email": 0.5})
+    # without a lookback every earlier touch counts
+    assert credits_of(touches, Conversion.LEAD, milestones, M.FIRST_TOUCH) == {"organic": 1.0}
+
+
+def test_a_conversion_whose_touches_are_all_older_than_the_lookback_credits_unknown() -> None:
+    credits = attribution_credits([(0, "organic")], Conversion.LEAD, Milestones(lead_ms=91 * DAY_MS), 90 * DAY_MS)
+    assert credits[M.LINEAR] == {UNKNOWN_CHANNEL: 1.0}
+
+
+def test_position_models_name_the_touches_within_the_lookback() -> None:
+    touches = [(0, "organic"), (10 * DAY_MS, "paid"), (100 * DAY_MS, "email"), (150 * DAY_MS, "social")]
+    milestones = Milestones(lead_ms=5 * DAY_MS, opportunity_ms=150 * DAY_MS)
+    credits = attribution_credits(touches, Conversion.OPPORTUNITY, milestones, lookback_ms=90 * DAY_MS)
+    # window [day 60, day 150]: the first touch in it is email, the opportunity-creation touch is social;
+    # the lead's creation touch (organic, day 0) is outside, so W-shaped names two positions, 0.3 + 0.05 each
+    # of 0.7: half and half
+    assert credits[M.W_SHAPED] == pytest.approx({"email": 0.5, "social": 0.5})
+    assert credits[M.U_SHAPED] == pytest.approx({"email": 1.0})
+
+
+def exact_position_credits(
+    model: AttributionModel, touches: Sequence[tuple[int, str]], moment: int, milestones: Milestones
+) -> dict[str, Fraction]:
+    """The position-based models by their definition, in exact fractions, touch by touch."""
+    named_shares, rest_share = {
+        M.U_SHAPED: ((Fraction(2, 5),) * 2, Fraction(1, 5)),
+        M.W_SHAPED: ((Fraction(3, 10),) * 3, Fraction(1, 10)),
+        M.FULL_PATH: ((Fraction(9, 40),) * 4, Fraction(1, 10)),
+    }[model]
+    ordered = sorted((touch for touch in touches if touch[0] <= moment), key=lambda touch: touch[0])
+    created = [0]
+    for milestone in (milestones.lead_ms, milestones.opportunity_ms, milestones.customer_ms):
+        before = [index for index, (ts, _) in enumerate(ordered) if milestone is not None and ts <= milestone <= moment]
+        created.append(before[-1] if before else -1)
+    named = [(share, index) for share, index in zip(named_shares, created, strict=False) if index >= 0]
+    weights = [Fraction(0)] * len(ordered)
+    positions = {index for _, index in named}
+    rest = [index for index in range(max(positions) + 1) if index not in positions]
+    for share, index in named:
+        weights[index] += share
+    for index in rest or [index for _, index in named]:
+        weights[index] += rest_share / len(rest or named)
+    total = sum(weights)
+    exact: dict[str, Fraction] = {}
+    for (_, channel), weight in zip(ordered, weights, strict=True):
+        if weight:
+            exact[channel] = exact.get(channel, Fraction(0)) + weight / total
+    return exact
+
+
 touch_lists = st.lists(
     st.tuples(st.integers(0, 60 * DAY_MS), st.sampled_from(["organic", "paid", "email", "social", "direct"])),
     max_size=12,
@@ -128,13 +189,17 @@ moments = st.one_of(st.none(), st.integers(0, 60 * DAY_MS))
 
 
 @settings(max_examples=300, deadline=None)
-@given(touch_lists, moments, moments, moments)
+@given(touch_lists, moments, moments, moments, st.sampled_from([None, 7 * DAY_MS, 30 * DAY_MS]))
 def test_credits_sum_to_one_per_conversion_in_every_model(
-    touches: list[tuple[int, str]], lead: int | None, opportunity: int | None, customer: int | None
+    touches: list[tuple[int, str]],
+    lead: int | None,
+    opportunity: int | None,
+    customer: int | None,
+    lookback_ms: int | None,
 ) -> None:
     milestones = Milestones(lead, opportunity, customer)
     for conversion in Conversion:
-        credits = attribution_credits(touches, conversion, milestones)
+        credits = attribution_credits(touches, conversion, milestones, lookback_ms)
         if milestones.moment(conversion) is None:
             assert credits == {}
             continue
@@ -157,3 +222,21 @@ def test_the_window_reads_credits_per_conversion_model_and_channel() -> None:
     assert lead.credits["u_shaped"] == {"organic": 1.25, "paid": 0.75}
     assert window.by_conversion["customer"].conversions == 0
     assert window.by_conversion["customer"].credits["linear"] == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(touch_lists.filter(bool), moments, moments, moments)
+def test_float_credits_equal_the_exact_shares_of_the_definition(
+    touches: list[tuple[int, str]], lead: int | None, opportunity: int | None, customer: int | None
+) -> None:
+    milestones = Milestones(lead, opportunity, customer)
+    for conversion in Conversion:
+        moment = milestones.moment(conversion)
+        if moment is None or not any(ts <= moment for ts, _ in touches):
+            continue
+        credits = attribution_credits(touches, conversion, milestones)
+        for model in (M.U_SHAPED, M.W_SHAPED, M.FULL_PATH):
+            exact = exact_position_credits(model, touches, moment, milestones)
+            assert credits[model] == pytest.approx(
+                {channel: float(share) for channel, share in exact.items()}, rel=1e-12
+            )

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from schemas.channels import NO_CAMPAIGN, UNKNOWN_CHANNEL
 from schemas.events import Event, FormFill, SiteVisit, Stage, StageChange
+from stream.core import funnel
 from stream.core.attribution import ATTRIBUTION_CREDIT, attribution_window
 from stream.core.funnel import (
+    FORM_FILLS,
     IN_STAGE,
     STAGE_ENTRIES,
     STAGE_EXITS,
@@ -21,13 +23,14 @@ from stream.core.funnel import (
     apply_form_fill,
     apply_stage_change,
     apply_touch,
+    contact_facts,
     funnel_window,
     lead_cohorts,
 )
 from stream.core.ledger import Ledger, RejectedEvent, Shard
-from stream.core.links import AccountLink, Touch, VisitorLink
+from stream.core.links import AccountLink, Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
-from stream.core.totals import BEGINNING_MS, Totals
+from stream.core.totals import BEGINNING_MS, Facts, MoneyFacts, Totals
 from stream.core.windows import DAY_MS, Span, to_ms
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -412,6 +415,266 @@ def test_an_unknown_currency_leaves_nothing_behind() -> None:
     assert ledger.shards[0].store.get("contact", "c1") is None
 
 
+# -- bounded state: the attribution lookback, the caps -------------------------------------
+
+ContactItem = StageChange | FormFill | Touch
+
+
+def apply_to_contact(state: ContactState, item: ContactItem, policy: Policy = POLICY) -> Step:
+    if isinstance(item, StageChange):
+        return apply_stage_change(state, item, policy)
+    if isinstance(item, FormFill):
+        return apply_form_fill(state, item, policy)
+    return apply_touch(state, item, policy)
+
+
+def significant(facts: dict[Any, Any]) -> dict[Any, Any]:
+    """Facts rounded to 9 significant digits, without the float residue of moved facts."""
+    return {
+        key: float(f"{value:.9g}") if isinstance(value, float) else value
+        for key, value in facts.items()
+        if abs(value) >= 1e-9
+    }
+
+
+def fold_contact(items: list[ContactItem], policy: Policy = POLICY) -> tuple[ContactState, Facts, MoneyFacts]:
+    """One contact folded item by item: its state and the sum of every delta the folds emitted."""
+    state = ContactState()
+    counts: Facts = {}
+    money: MoneyFacts = {}
+    for item in items:
+        step = apply_to_contact(state, item, policy)
+        for key, value in step.delta.counts.items():
+            counts[key] = counts.get(key, 0) + value
+        for key, amount in step.delta.money.items():
+            money[key] = money.get(key, Decimal(0)) + amount
+    return state, significant(counts), significant(money)
+
+
+def credits(facts: Facts, conversion: str, model: str) -> dict[str, float]:
+    """The attribution credit per channel of one conversion under one model, from a contact's facts."""
+    return {
+        labels[2]: round(value, 9)
+        for (family, labels, _), value in facts.items()
+        if family == ATTRIBUTION_CREDIT and labels[:2] == (model, conversion) and abs(value) >= 1e-9
+    }
+
+
+def entries_by_channel(facts: Facts) -> dict[tuple[str, str], float]:
+    return {(labels[0], labels[1]): value for (family, labels, _), value in facts.items() if family == STAGE_ENTRIES}
+
+
+def test_a_conversion_credits_only_the_touches_within_the_lookback_before_it() -> None:
+    # organic at day 0 is 120 days before the lead: outside the 90-day lookback, so no credit;
+    # it is still the contact's first touch, and labels every stage entry
+    state, facts, _ = fold_contact(
+        [
+            touch("c1", "organic", days=0),
+            touch("c1", "paid", days=30),  # exactly 90 days before the lead: inside (inclusive)
+            touch("c1", "email", days=100),
+            stage("c1", "lead", 120),
+        ]
+    )
+    assert facts == significant(contact_facts(state, POLICY)[0])
+    assert credits(facts, "lead", "first_touch") == {"paid": 1.0}
+    assert credits(facts, "lead", "last_touch") == {"email": 1.0}
+    assert credits(facts, "lead", "linear") == {"paid": 0.5, "email": 0.5}
+    # U-shaped: first in the window (paid) 40 %, lead creation (email) 40 %, no touch between: 10 % each
+    assert credits(facts, "lead", "u_shaped") == {"paid": 0.5, "email": 0.5}
+    assert entries_by_channel(facts) == {("subscriber", "organic"): 1, ("lead", "organic"): 1}
+
+
+def test_a_conversion_with_no_touch_in_its_lookback_credits_unknown() -> None:
+    _, facts, _ = fold_contact([touch("c1", "organic", days=0), stage("c1", "lead", 91)])
+    assert credits(facts, "lead", "linear") == {UNKNOWN_CHANNEL: 1.0}
+    assert entries_by_channel(facts)[("lead", "organic")] == 1
+
+
+def test_the_lookback_is_a_setting() -> None:
+    policy = Policy(attribution_lookback_ms=10 * DAY_MS)
+    _, facts, _ = fold_contact(
+        [touch("c1", "organic", days=0), touch("c1", "paid", days=15), stage("c1", "lead", 20)], policy
+    )
+    assert credits(facts, "lead", "linear") == {"paid": 1.0}
+
+
+def test_a_form_fill_takes_no_channel_from_a_session_older_than_the_lookback() -> None:
+    state = ContactState()
+    apply_touch(state, touch("c1", "paid", days=0, visitor_id="v1"), POLICY)
+    step = apply_form_fill(state, fill("c1", days=91, visitor_id="v1"), POLICY)
+    assert {labels[1] for (family, labels, _) in step.delta.counts if family == FORM_FILLS} == {UNKNOWN_CHANNEL}
+    step = apply_form_fill(state, fill("c1", days=89, visitor_id="v1"), POLICY)
+    assert {labels[1] for (family, labels, _) in step.delta.counts if family == FORM_FILLS} == {"paid"}
+
+
+def test_past_the_cap_the_oldest_touch_outside_every_conversion_window_goes_first() -> None:
+    policy = Policy(max_touches=3)
+    state, facts, _ = fold_contact(
+        [
+            touch("c1", "organic", days=0, session_event_id="t0"),
+            touch("c1", "paid", days=1, session_event_id="t1"),
+            stage("c1", "lead", 1),
+            touch("c1", "email", days=2, session_event_id="t2"),  # after the lead: no credit now
+            touch("c1", "social", days=3, session_event_id="t3"),  # the fourth: t2 goes, not t1
+        ],
+        policy,
+    )
+    assert list(state.touches) == ["t0", "t1", "t3"]
+    assert facts == significant(contact_facts(state, policy)[0])
+    assert credits(facts, "lead", "linear") == {"organic": 0.5, "paid": 0.5}
+
+
+def test_past_the_cap_the_first_touch_stays_and_the_oldest_of_the_rest_goes() -> None:
+    policy = Policy(max_touches=3)
+    items: list[ContactItem] = [touch("c1", "organic", days=0, session_event_id="t0")]
+    items += [touch("c1", "paid", days=day, session_event_id=f"t{day}") for day in (1, 2, 3, 4)]
+    state, facts, _ = fold_contact([*items, stage("c1", "lead", 5)], policy)
+    assert list(state.touches) == ["t0", "t3", "t4"]
+    # the lead's window holds what is kept: the first touch and the latest two
+    assert credits(facts, "lead", "linear") == {"organic": round(1 / 3, 9), "paid": round(2 / 3, 9)}
+    assert entries_by_channel(facts)[("lead", "organic")] == 1
+
+
+def test_a_touch_earlier_than_every_kept_one_becomes_the_first_and_relabels_the_contact() -> None:
+    policy = Policy(max_touches=2)
+    state, facts, _ = fold_contact(
+        [
+            touch("c1", "paid", days=2, session_event_id="t2"),
+            touch("c1", "email", days=3, session_event_id="t3"),
+            stage("c1", "lead", 10),
+            touch("c1", "organic", days=1, session_event_id="t1"),
+        ],
+        policy,
+    )
+    assert list(state.touches) == ["t1", "t3"]
+    assert entries_by_channel(facts)[("lead", "organic")] == 1
+    assert credits(facts, "lead", "first_touch") == {"organic": 1.0}
+    assert facts == significant(contact_facts(state, policy)[0])
+
+
+def test_a_contact_keeps_at_most_max_touches_however_many_sessions_it_sees() -> None:
+    state = ContactState()
+    apply_stage_change(state, stage("c1", "lead", 0), POLICY)
+    for n in range(10_000):
+        apply_touch(state, touch("c1", "paid", hours=n, session_event_id=f"sv-{n:05}"), POLICY)
+    assert len(state.touches) == POLICY.max_touches == 100
+    assert next(iter(state.touches)) == "sv-00000"  # the first touch, kept from the start
+    assert list(state.touches)[-1] == "sv-09999"
+
+
+def test_a_session_after_every_conversion_moves_no_fact() -> None:
+    state = ContactState()
+    apply_touch(state, touch("c1", "organic", days=0), POLICY)
+    apply_stage_change(state, stage("c1", "lead", 1), POLICY)
+    step = apply_touch(state, touch("c1", "paid", days=2), POLICY)
+    assert (step.delta.counts, step.delta.money, step.emitted) == ({}, {}, [])
+
+
+def test_only_the_earliest_stage_changes_count_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(funnel, "STAGE_CHANGES_KEPT", 3)
+    state, facts, _ = fold_contact(
+        [
+            stage("c1", "lead", 1, event_id="lead"),
+            stage("c1", "mql", 2, event_id="mql"),
+            stage("c1", "sql", 3, event_id="sql"),
+            stage("c1", "opportunity", 4, event_id="opp"),  # the fourth, and the latest: not counted
+            stage("c1", "subscriber", 0, event_id="sub"),  # earlier than all: in, and "sql" out
+        ]
+    )
+    assert list(state.stage_changes) == ["sub", "lead", "mql"]
+    assert {stage for stage, _ in entries_by_channel(facts)} == {"subscriber", "lead", "mql"}
+    assert facts == significant(contact_facts(state, POLICY)[0])
+    # what is not kept is still known within the dedupe horizon
+    assert apply_stage_change(state, stage("c1", "opportunity", 4, event_id="opp"), POLICY).duplicate
+    assert apply_stage_change(state, stage("c1", "sql", 3, event_id="sql"), POLICY).duplicate
+
+
+def test_only_the_earliest_form_fills_count_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(funnel, "FORM_FILLS_KEPT", 2)
+    state = ContactState()
+    for day in (1, 2, 3):
+        apply_form_fill(state, fill("c1", days=day, event_id=f"ff{day}", channel="email"), POLICY)
+    step = apply_form_fill(state, fill("c1", days=0, event_id="ff0", channel="paid", visitor_id="v1"), POLICY)
+    assert list(state.form_fills) == ["ff0", "ff1"]
+    assert step.emitted == [VisitorLink("v1", "c1")]
+    moved = {
+        (labels[1], ts): value for (family, labels, ts), value in step.delta.counts.items() if family == FORM_FILLS
+    }
+    assert moved == {("paid", to_ms(at(0))): 1, ("email", to_ms(at(2))): -1}
+    assert contact_facts(state, POLICY)[0] == {
+        (FORM_FILLS, ("demo_request", "paid", NO_CAMPAIGN), to_ms(at(0))): 1,
+        (FORM_FILLS, ("demo_request", "email", NO_CAMPAIGN), to_ms(at(1))): 1,
+    }
+    # the fill past the cap and the one it displaced are still known within the dedupe horizon
+    for event_id, day in (("ff2", 2), ("ff3", 3)):
+        assert apply_form_fill(state, fill("c1", days=day, event_id=event_id, channel="email"), POLICY).duplicate
+
+
+def test_with_a_grace_period_a_touch_that_can_never_earn_credit_again_is_dropped() -> None:
+    # grace 1 day, lookback 10 days: a touch older than 11 days before the newest event, outside every
+    # conversion's window, can never be in one (no event more than a day late is accepted)
+    policy = Policy(grace_ms=DAY_MS, attribution_lookback_ms=10 * DAY_MS)
+    state, facts, _ = fold_contact(
+        [
+            touch("c1", "organic", days=0, session_event_id="first"),
+            touch("c1", "paid", days=2, session_event_id="before-window"),
+            touch("c1", "email", days=15, session_event_id="in-window"),
+            stage("c1", "lead", 20),
+            touch("c1", "social", days=25, session_event_id="after"),
+            touch("c1", "direct", days=40, session_event_id="newest"),
+        ],
+        policy,
+    )
+    # newest 40: kept are the first, the lead's window [10, 20], and what is newer than 40 - 11 = 29
+    assert list(state.touches) == ["first", "in-window", "newest"]
+    assert credits(facts, "lead", "linear") == {"email": 1.0}
+    assert facts == significant(contact_facts(state, policy)[0])
+
+
+# -- duplicates re-send their links ------------------------------------------------------------
+
+
+def test_a_duplicate_changes_nothing_and_sends_its_links_again() -> None:
+    state = ContactState()
+    apply_touch(state, touch("c1", "organic", days=0, session_event_id="sv1"), POLICY)
+    form = fill("c1", days=1, visitor_id="v9", channel="email")
+    apply_form_fill(state, form, POLICY)
+    change = stage("c1", "opportunity", 2, account_id="acme")
+    first = apply_stage_change(state, change, POLICY)
+    account_link = AccountLink("acme", "c1", to_ms(at(0)), "organic", None)
+    assert first.emitted == [account_link]
+
+    expected: list[tuple[ContactItem, list[Link]]] = [
+        (change, [account_link]),
+        (form, [VisitorLink("v9", "c1"), account_link]),
+        (touch("c1", "organic", days=0, session_event_id="sv1"), [account_link]),
+    ]
+    for item, links in expected:
+        step = apply_to_contact(state, item)
+        assert step.duplicate
+        assert (step.delta.counts, step.delta.money) == ({}, {})
+        assert step.emitted == links
+
+
+def test_a_replayed_form_fill_repairs_the_visitor_link_a_crash_lost() -> None:
+    """A worker killed after storing the contact and before sending its links: the replay sends them."""
+    session = visit("v1", days=0, channel="paid", event_id="sv1")
+    form = fill("c1", days=1, visitor_id="v1")
+    lead = stage("c1", "lead", 1)
+
+    uninterrupted = Ledger(POLICY)
+    uninterrupted.fold_all([session, form, lead])
+
+    crashed = Ledger(POLICY)
+    crashed.fold(session)
+    crashed.shards[0].fold(form)  # stored, its VisitorLink never sent
+    crashed.fold(lead)
+    assert crashed.totals().total_by(STAGE_ENTRIES, EVERYTHING, 1, {0: "lead"}) == {UNKNOWN_CHANNEL: 1}
+    crashed.fold(form)  # the replayed tail: a duplicate, whose link now reaches the visitor
+    assert crashed.totals().total_by(STAGE_ENTRIES, EVERYTHING, 1, {0: "lead"}) == {"paid": 1}
+    assert read_side(crashed.totals()) == read_side(uninterrupted.totals())
+
+
 # -- order, duplicates, partitions -----------------------------------------------------------
 
 STAGES = ["subscriber", "lead", "mql", "sql", "opportunity", "customer", "disqualified", "lost"]
@@ -489,3 +752,116 @@ def test_three_shards_read_the_same_as_one(events: list[Event]) -> None:
     ledger = Ledger(POLICY, shards=3)
     ledger.fold_all(events)
     assert read_side(ledger.totals()) == read_side(folded(*events))
+
+
+# -- one contact: order, duplicates, bounds ---------------------------------------------------
+
+
+@st.composite
+def contact_items(draw: st.DrawFn, max_size: int = 30) -> list[ContactItem]:
+    """One contact's stage changes, form fills and sessions over 200 days (beyond the 90-day lookback)."""
+    items: list[ContactItem] = []
+    for n in range(draw(st.integers(1, max_size))):
+        hours = draw(st.integers(0, 200 * 24))
+        kind = draw(st.sampled_from(["stage", "fill", "touch", "touch"]))
+        if kind == "stage":
+            fields: dict[str, Any] = {"event_id": f"sc{n}"}
+            if draw(st.booleans()):
+                fields |= {"amount": draw(st.sampled_from(["1000", "2500.50"])), "currency": "USD"}
+            if draw(st.booleans()):
+                fields["account_id"] = draw(st.sampled_from(["acme", "globex"]))
+            items.append(stage("c1", draw(st.sampled_from(STAGES)), hours=hours, **fields))
+        elif kind == "fill":
+            fields = {
+                "event_id": f"ff{n}",
+                "visitor_id": draw(st.sampled_from([None, "v0", "v1"])),
+                "session_id": draw(st.sampled_from([None, "s0", "s1", "s2"])),
+            }
+            if draw(st.booleans()):
+                fields["channel"] = "email"
+            items.append(fill("c1", hours=hours, **fields))
+        else:
+            items.append(
+                touch(
+                    "c1",
+                    draw(st.sampled_from(["organic", "paid", "social"])),
+                    hours=hours,
+                    session_event_id=f"sv{n}",
+                    session_id=draw(st.sampled_from(["s0", "s1", "s2", "s3"])),
+                    visitor_id=draw(st.sampled_from(["v0", "v1"])),
+                    campaign=draw(st.sampled_from([None, "spring"])),
+                )
+            )
+    return items
+
+
+def time_of(item: ContactItem) -> int:
+    return item.ts_ms if isinstance(item, Touch) else item.occurred_ms
+
+
+@settings(max_examples=150, deadline=None)
+@given(contact_items(), st.randoms(use_true_random=False))
+def test_below_the_caps_any_order_and_any_duplicates_give_the_same_contact(
+    items: list[ContactItem], random: Any
+) -> None:
+    shuffled = [*items, *random.sample(items, len(items) // 2)]
+    random.shuffle(shuffled)
+    state, emitted, emitted_money = fold_contact(items)
+    other, other_emitted, other_money = fold_contact(shuffled)
+    assert (other.stage_changes, other.form_fills, other.touches) == (
+        state.stage_changes,
+        state.form_fills,
+        state.touches,
+    )
+    facts, money = contact_facts(state, POLICY)
+    assert emitted == other_emitted == significant(facts)
+    assert emitted_money == other_money == significant(money)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    contact_items(max_size=40),
+    st.randoms(use_true_random=False),
+    st.integers(2, 5),
+    st.sampled_from([None, DAY_MS]),
+    st.sampled_from([30 * DAY_MS, 90 * DAY_MS]),
+)
+def test_past_the_caps_the_contact_stays_bounded_and_its_facts_are_what_its_folds_emitted(
+    items: list[ContactItem], random: Any, max_touches: int, grace_ms: int | None, lookback_ms: int
+) -> None:
+    policy = Policy(max_touches=max_touches, grace_ms=grace_ms, attribution_lookback_ms=lookback_ms)
+    shuffled = [*items, *random.sample(items, len(items) // 3)]
+    random.shuffle(shuffled)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(funnel, "STAGE_CHANGES_KEPT", 4)
+        patch.setattr(funnel, "FORM_FILLS_KEPT", 3)
+        state, emitted, emitted_money = fold_contact(shuffled, policy)
+    assert len(state.stage_changes) <= 4
+    assert len(state.form_fills) <= 3
+    assert len(state.touches) <= max_touches
+    facts, money = contact_facts(state, policy)
+    assert emitted == significant(facts)
+    assert emitted_money == significant(money)
+
+
+@settings(max_examples=150, deadline=None)
+@given(contact_items(max_size=40), st.randoms(use_true_random=False))
+def test_with_a_grace_period_the_touches_dropped_would_never_have_changed_a_number(
+    items: list[ContactItem], random: Any
+) -> None:
+    """What the ledger accepts under a grace period, folded with and without dropping touches: equal facts."""
+    grace = 2 * DAY_MS
+    shuffled = sorted(items, key=lambda item: time_of(item) + random.uniform(0, 3 * grace))  # some arrive late
+    accepted: list[ContactItem] = []
+    watermark: int | None = None
+    for item in shuffled:
+        ts = time_of(item)
+        if not isinstance(item, Touch) and watermark is not None and ts < watermark - grace:
+            continue  # late: the ledger sends it to the dead letter
+        accepted.append(item)
+        watermark = ts if watermark is None else max(watermark, ts)
+    lookback = 30 * DAY_MS
+    dropping, emitted, _ = fold_contact(accepted, Policy(grace_ms=grace, attribution_lookback_ms=lookback))
+    keeping, kept_emitted, _ = fold_contact(accepted, Policy(attribution_lookback_ms=lookback))
+    assert set(dropping.touches) <= set(keeping.touches)
+    assert emitted == kept_emitted

@@ -10,14 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import Event
+from schemas.events import EVENT_ADAPTER, Event
 from schemas.snapshot import InputCounts
-from stream.core.ledger import DictStore, Ledger, Outcome, RejectedEvent, rebuild_totals
+from stream.core.ledger import Ledger, Outcome, RejectedEvent
 from stream.core.policy import Policy
 from stream.core.snapshot import build_snapshot
+from stream.core.totals import buckets_of
 from tests.strategies import event_lists
 
-POLICY = Policy(fx_rates={"EUR": Decimal("1.1")})
+POLICY = Policy(fx_rates={"EUR": Decimal("1.1")}, dedupe_horizon_ms=90 * 86_400_000)
+"""The strategies' events span 75 days: duplicates are recognised within a 90-day horizon (the default is 7 days,
+beyond which a re-sent event counts again: see `test_an_event_resent_after_the_dedupe_horizon_counts_again`)."""
 NO_INPUT = InputCounts(events=0, accepted=0, duplicates=0, invalid=0, rejected=0)
 
 
@@ -87,18 +90,24 @@ def test_folding_split_over_partitions_and_merging_equals_folding_the_whole(even
 
 @PROPERTY
 @given(events=event_lists(), shards=st.integers(1, 3))
-def test_totals_rebuilt_from_the_entity_states_equal_the_totals_folded_event_by_event(
-    events: list[Event], shards: int
-) -> None:
-    """What a worker does after recovering its tables: the states alone determine every number."""
+def test_totals_written_as_buckets_and_loaded_back_give_the_same_snapshot(events: list[Event], shards: int) -> None:
+    """What a worker does when it recovers a partition: its totals come back from their hour and month buckets.
+
+    (Bounded entity states cannot re-contribute every event they once counted, so the totals are state too.)
+    """
     ledger = folded(events, shards)
-    rebuilt = Ledger(POLICY, shards=1)
-    stores = [shard.store for shard in ledger.shards]
-    rebuilt.shards[0].totals = rebuild_totals(
-        (item for store in stores if isinstance(store, DictStore) for item in store.items()), POLICY
+    recovered = Ledger(POLICY, shards=1)
+    loaded = recovered.shards[0].totals
+    newest = max(
+        (shard.totals.newest_ms for shard in ledger.shards if shard.totals.newest_ms is not None), default=None
     )
-    rebuilt.watermark_ms, rebuilt.earliest_ms = ledger.watermark_ms, ledger.earliest_ms
-    assert snapshot_of(rebuilt) == snapshot_of(ledger)
+    if newest is not None:
+        loaded.advance(newest)
+    merged = ledger.totals()
+    for ref in buckets_of(merged):
+        loaded.load_bucket(ref, merged.bucket(ref))
+    recovered.watermark_ms, recovered.earliest_ms = ledger.watermark_ms, ledger.earliest_ms
+    assert snapshot_of(recovered) == snapshot_of(ledger)
 
 
 def test_an_event_in_a_currency_without_a_rate_is_rejected_and_leaves_nothing_behind() -> None:
@@ -141,3 +150,27 @@ def _subscription(at: Any, currency: str, event_id: str = "sub-1") -> Event:
             "interval": "month",
         }
     )
+
+
+def test_an_event_resent_after_the_dedupe_horizon_counts_again() -> None:
+    """Documented bound: an entity remembers event ids for 7 days (event time) after its newest event."""
+    visits = [
+        EVENT_ADAPTER.validate_python(
+            {
+                "event_id": f"e{n}",
+                "type": "site_visit",
+                "occurred_at": f"2026-09-{day:02d}T00:00:00Z",
+                "session_id": "s",
+                "visitor_id": "v",
+                "channel": "direct",
+                "pageviews": 1,
+                "engaged_seconds": 0,
+            }
+        )
+        for n, day in ((0, 1), (1, 7), (2, 20))
+    ]
+    ledger = Ledger(Policy())
+    ledger.fold_all(visits[:2])
+    assert ledger.fold(visits[0]) is Outcome.DUPLICATE  # within 7 days of the visitor's newest visit
+    ledger.fold(visits[2])
+    assert ledger.fold(visits[0]) is Outcome.ACCEPTED  # 19 days before it: not remembered any more

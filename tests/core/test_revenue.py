@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import groupby
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Subscription
-from stream.core.ledger import Ledger, Outcome, RejectedEvent, shard_index
-from stream.core.links import AccountLink
+from stream.codec import encode_state
+from stream.core import revenue
+from stream.core.ledger import DictStore, Ledger, Outcome, RejectedEvent, shard_index
+from stream.core.links import AccountLink, Step
 from stream.core.policy import Policy, UnknownCurrency
 from stream.core.revenue import (
+    ACCOUNT_BOUNDS,
     CHURNED_ACCOUNTS,
+    MRR,
+    MRR_BY_PLAN,
+    MRR_MOVEMENT,
+    MRR_MOVEMENT_ACCOUNTS,
+    NEW_CUSTOMERS,
+    PAYING_ACCOUNTS,
+    AccountBounds,
     AccountState,
     account_facts,
+    acquisition_channel,
     apply_account_link,
     apply_subscription,
+    movement_kind,
     revenue_month,
     revenue_now,
     revenue_window,
+    subscription_mrr,
 )
-from stream.core.totals import Totals
-from stream.core.windows import Span, month_span, to_ms
+from stream.core.totals import Delta, Totals
+from stream.core.windows import Span, month_span, month_start, next_month_start, to_ms
 
 POLICY = Policy(fx_rates={"EUR": Decimal("1.10")})
 
@@ -82,16 +99,6 @@ def end_of(label: str) -> int:
     return month_span(label).end_ms - 1
 
 
-def series(totals: Totals) -> dict[tuple[str, tuple[str, ...]], dict[int, object]]:
-    """Every non-empty series, minute by minute: two totals are equal when this is."""
-    found: dict[tuple[str, tuple[str, ...]], dict[int, object]] = {}
-    for family, by_labels in [*totals.counts.items(), *totals.money.items()]:
-        for labels, bucket_series in by_labels.items():  # type: ignore[attr-defined]
-            if bucket_series.minutes:
-                found[(family, labels)] = dict(bucket_series.minutes)
-    return found
-
-
 # -- subscription MRR ----------------------------------------------------------------------
 
 
@@ -147,10 +154,10 @@ def test_money_in_another_currency_is_converted_at_the_configured_rate() -> None
 def test_an_unknown_currency_raises_and_leaves_the_account_untouched() -> None:
     state = AccountState()
     apply_subscription(state, subscription("e1", "2026-03-01T00:00:00+00:00"), POLICY)
-    before = (dict(state.subscription_changes), account_facts(state))
+    before = (state.to_wire(), account_facts(state))
     with pytest.raises(UnknownCurrency, match="GBP"):
         apply_subscription(state, subscription("e2", "2026-03-05T00:00:00+00:00", currency="GBP"), POLICY)
-    assert (dict(state.subscription_changes), account_facts(state)) == before
+    assert (state.to_wire(), account_facts(state)) == before
 
     ledger = Ledger(POLICY)
     with pytest.raises(RejectedEvent):
@@ -427,20 +434,26 @@ DAY = 86_400_000
 BASE_MS = ms("2026-01-01T00:00:00+00:00")
 
 
+def at(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat()
+
+
 @st.composite
-def account_histories(draw: st.DrawFn) -> list[Subscription]:
+def account_histories(
+    draw: st.DrawFn, accounts: tuple[str, ...] = ("acme", "globex"), size: int = 12
+) -> list[Subscription]:
     """Random subscription events of two accounts, several subscriptions, ties in time included."""
-    count = draw(st.integers(1, 12))
+    count = draw(st.integers(1, size))
     events = []
     for n in range(count):
         day = draw(st.integers(0, 120))
         events.append(
             subscription(
                 f"ev-{n}",
-                datetime.fromtimestamp((BASE_MS + day * DAY) / 1000, tz=UTC).isoformat(),
+                at(BASE_MS + day * DAY),
                 draw(st.sampled_from(["trialing", "active", "past_due", "cancelled"])),
                 draw(st.sampled_from(["50", "100", "300"])),
-                account=draw(st.sampled_from(["acme", "globex"])),
+                account=draw(st.sampled_from(accounts)),
                 subscription_id=draw(st.sampled_from(["s1", "s2"])),
                 plan=draw(st.sampled_from(["pro", None])),
                 interval=draw(st.sampled_from(["month", "year"])),
@@ -449,12 +462,28 @@ def account_histories(draw: st.DrawFn) -> list[Subscription]:
     return events
 
 
+def contribution(ledger: Ledger) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """What all accounts contribute, fact by fact (to the millisecond, unlike the totals' retained buckets)."""
+    counts: dict[Any, Any] = {}
+    money: dict[Any, Any] = {}
+    for shard in ledger.shards:
+        assert isinstance(shard.store, DictStore)
+        for state in shard.store.states["account"].values():
+            assert isinstance(state, AccountState)
+            state_counts, state_money = account_facts(state)
+            for key, value in state_counts.items():
+                counts[key] = counts.get(key, 0) + value
+            for key, amount in state_money.items():
+                money[key] = money.get(key, Decimal(0)) + amount
+    return counts, money
+
+
 def read_side(totals: Totals) -> list[object]:
     months = ["2026-01", "2026-02", "2026-03", "2026-04", "2026-05"]
     return [
         *(revenue_month(totals, label, end_of(label)) for label in months),
         revenue_now(totals, end_of("2026-05")),
-        revenue_window(totals, Span(BASE_MS + 10 * DAY, BASE_MS + 70 * DAY)),
+        revenue_window(totals, Span(month_span("2026-02").start_ms, month_span("2026-04").end_ms)),
     ]
 
 
@@ -465,7 +494,7 @@ def test_out_of_order_events_of_an_account_give_the_same_totals(data: st.DataObj
     shuffled = data.draw(st.permutations(events))
     in_order = fold(*sorted(events, key=lambda event: (event.occurred_ms, event.event_id)))
     out_of_order = fold(*shuffled)
-    assert series(out_of_order.totals()) == series(in_order.totals())
+    assert contribution(out_of_order) == contribution(in_order)
     assert read_side(out_of_order.totals()) == read_side(in_order.totals())
 
 
@@ -474,7 +503,8 @@ def test_out_of_order_events_of_an_account_give_the_same_totals(data: st.DataObj
 def test_folding_every_event_twice_changes_nothing(events: list[Subscription]) -> None:
     once = fold(*events)
     twice = fold(*events, *events)
-    assert series(twice.totals()) == series(once.totals())
+    assert contribution(twice) == contribution(once)
+    assert read_side(twice.totals()) == read_side(once.totals())
     assert twice.counts.duplicates == len(events)
     assert Ledger(POLICY).fold(events[0]) is Outcome.ACCEPTED
 
@@ -493,3 +523,374 @@ def test_a_repeated_link_changes_nothing() -> None:
     assert first.delta.counts
     assert not again.delta.counts
     assert not again.delta.money
+
+
+# -- bounded state -------------------------------------------------------------------------
+#
+# The reference below is the definition the account's bounded state must agree with: the
+# whole timeline of the account's events walked in (event time, event_id) order, as the
+# unbounded account of earlier releases did. The bounded account is held to it exactly
+# while events arrive within its tail, and to its monthly sums beyond.
+
+TINY = AccountBounds(tail_min_events=1, tail_max_events=3, exact_moments=2, month_moments=3, ended_subscriptions=1)
+"""Bounds small enough that a dozen events freeze, compact and forget."""
+NO_COMPACTION = AccountBounds(tail_min_events=1, tail_max_events=3, exact_moments=10_000, month_moments=10_000)
+
+
+def reference_facts(events: list[Subscription], channel: str = "unknown") -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """The account's facts from all its events, by the definitions (DESIGN, Revenue)."""
+    delta = Delta()
+    ordered = sorted({event.event_id: event for event in events}.values(), key=lambda e: (e.occurred_ms, e.event_id))
+    latest: dict[str, tuple[str, Decimal]] = {}
+    mrr_now, has_paid = Decimal(0), False
+    mrr_after: list[tuple[int, Decimal]] = []
+    last_churn_in_month: dict[int, int] = {}
+    for ts, same_instant in groupby(ordered, key=lambda event: event.occurred_ms):
+        for event in same_instant:
+            plan, mrr = event.plan or "none", subscription_mrr(event, POLICY)
+            if event.subscription_id in latest:
+                old_plan, old_mrr = latest[event.subscription_id]
+                delta.add_money(MRR_BY_PLAN, (old_plan,), ts, -old_mrr)
+            delta.add_money(MRR_BY_PLAN, (plan,), ts, mrr)
+            latest[event.subscription_id] = (plan, mrr)
+        new = sum((mrr for _, mrr in latest.values()), Decimal(0))
+        if new == mrr_now:
+            continue
+        kind = movement_kind(mrr_now, new, has_paid).value
+        delta.add_money(MRR, (), ts, new - mrr_now)
+        delta.add_money(MRR_MOVEMENT, (kind, channel), ts, abs(new - mrr_now))
+        delta.count(MRR_MOVEMENT_ACCOUNTS, (kind, channel), ts)
+        delta.count(PAYING_ACCOUNTS, (channel,), ts, 1 if mrr_now == 0 else -1 if new == 0 else 0)
+        if kind == "new":
+            delta.count(NEW_CUSTOMERS, (channel,), ts)
+        if new == 0:
+            last_churn_in_month[month_start(ts)] = ts
+        has_paid, mrr_now = True, new
+        mrr_after.append((ts, new))
+
+    def mrr_before(instant_ms: int) -> Decimal:
+        earlier = [mrr for ts, mrr in mrr_after if ts < instant_ms]
+        return earlier[-1] if earlier else Decimal(0)
+
+    for start, churn_ms in last_churn_in_month.items():
+        if mrr_before(start) > 0 and mrr_before(next_month_start(start)) == 0:
+            delta.count(CHURNED_ACCOUNTS, (), churn_ms)
+    return without_zeros(delta.counts), without_zeros(delta.money)
+
+
+def without_zeros(facts: dict[Any, Any]) -> dict[Any, Any]:
+    return {key: value for key, value in facts.items() if value != 0}
+
+
+def all_time(facts: dict[Any, Any]) -> dict[Any, Any]:
+    """The same facts summed over all time, per family and labels."""
+    summed: dict[Any, Any] = {}
+    for (family, labels, _), value in facts.items():
+        summed[family, labels] = summed.get((family, labels), 0) + value
+    return without_zeros(summed)
+
+
+def by_month(facts: dict[Any, Any]) -> dict[Any, Any]:
+    """The same facts summed per calendar month."""
+    monthly: dict[Any, Any] = {}
+    for (family, labels, ts), value in facts.items():
+        key = (family, labels, month_start(ts))
+        monthly[key] = monthly.get(key, 0) + value
+    return without_zeros(monthly)
+
+
+def folded_account(events: list[Subscription]) -> tuple[AccountState, Delta, list[Step]]:
+    """One account folded event by event; the sum of its steps' deltas (what the totals received)."""
+    state, received, steps = AccountState(), Delta(), []
+    for event in events:
+        step = apply_subscription(state, event, POLICY)
+        received.absorb(step.delta)
+        steps.append(step)
+    return state, received, steps
+
+
+def in_order(events: list[Subscription]) -> list[Subscription]:
+    return sorted(events, key=lambda event: (event.occurred_ms, event.event_id))
+
+
+def one_account(events: list[Subscription]) -> list[Subscription]:
+    return [event.model_copy(update={"account_id": "acme"}) for event in events]
+
+
+@settings(max_examples=150, deadline=None)
+@given(account_histories(accounts=("acme",), size=30), st.sampled_from([ACCOUNT_BOUNDS, NO_COMPACTION, TINY]))
+def test_an_account_in_order_contributes_exactly_its_definition(
+    events: list[Subscription], bounds: AccountBounds
+) -> None:
+    if bounds is not ACCOUNT_BOUNDS:  # a tail of 3 cannot hold a burst of 4 at one instant: one per instant
+        events = list({event.occurred_ms: event for event in events}.values())
+    ordered = in_order(events)
+    with patch.object(revenue, "ACCOUNT_BOUNDS", bounds):
+        state, received, _ = folded_account(ordered)
+    facts = account_facts(state)
+    assert (without_zeros(received.counts), without_zeros(received.money)) == facts
+    reference = reference_facts(ordered)
+    if bounds is TINY:  # old instants moved to their month's start, the oldest months merged: nothing lost
+        assert (all_time(facts[0]), all_time(facts[1])) == (all_time(reference[0]), all_time(reference[1]))
+    else:
+        assert facts == reference
+
+
+@settings(max_examples=150, deadline=None)
+@given(account_histories(accounts=("acme",), size=30), st.data())
+def test_totals_rebuilt_from_a_bounded_account_equal_what_its_folds_sent(
+    events: list[Subscription], data: st.DataObject
+) -> None:
+    """Any order, duplicates, late links, tiny bounds: the state alone re-contributes exactly what the folds sent."""
+    items: list[Subscription | AccountLink] = [*events, *LINKS]
+    arrivals = data.draw(st.lists(st.sampled_from(items), min_size=len(events), max_size=2 * len(events)))
+    state, received = AccountState(), Delta()
+    with patch.object(revenue, "ACCOUNT_BOUNDS", replace(TINY, contacts=2)):
+        for item in arrivals:
+            if isinstance(item, AccountLink):
+                received.absorb(apply_account_link(state, item, POLICY).delta)
+            else:
+                received.absorb(apply_subscription(state, item, POLICY).delta)
+        assert (without_zeros(received.counts), without_zeros(received.money)) == account_facts(state)
+        assert len(state.tail) <= TINY.tail_max_events
+        assert len(state.frozen_exact) <= TINY.exact_moments
+        assert len(state.frozen_months) <= TINY.month_moments
+
+
+@settings(max_examples=100, deadline=None)
+@given(account_histories(accounts=("acme",), size=30), st.data())
+def test_events_out_of_order_within_the_tail_land_exactly_where_they_belong(
+    events: list[Subscription], data: st.DataObject
+) -> None:
+    """Each event arrives at most one place late; a tail of three holds it, whatever froze before.
+
+    (One instant at a time: a burst of more events at one instant than the tail holds freezes whole.)
+    """
+    ordered = in_order(list({event.occurred_ms: event for event in events}.values()))
+    arrivals = list(ordered)
+    index = 0
+    while index < len(arrivals) - 1:
+        if data.draw(st.booleans()):
+            arrivals[index], arrivals[index + 1] = arrivals[index + 1], arrivals[index]
+            index += 1
+        index += 1
+    with patch.object(revenue, "ACCOUNT_BOUNDS", replace(NO_COMPACTION, tail_min_events=3, tail_max_events=3)):
+        state, received, _ = folded_account(arrivals)
+    assert account_facts(state) == reference_facts(ordered)
+    assert (without_zeros(received.counts), without_zeros(received.money)) == account_facts(state)
+
+
+def test_a_compacted_account_keeps_its_monthly_figures_exact() -> None:
+    # one change a day for 90 days (Jan-Mar): with 2 exact instants kept, older ones sit at their month's start
+    events = [
+        subscription(f"d{n}", at(BASE_MS + n * DAY), amount=str(100 + 10 * (n % 3)), subscription_id="s1")
+        for n in range(90)
+    ]
+    with patch.object(revenue, "ACCOUNT_BOUNDS", replace(TINY, month_moments=12)):
+        state, received, _ = folded_account(events)
+    counts, money = account_facts(state)
+    assert (without_zeros(received.counts), without_zeros(received.money)) == (counts, money)
+    reference_counts, reference_money = reference_facts(events)
+    assert by_month(money) == by_month(reference_money)
+    assert by_month(counts) == by_month(reference_counts)
+    assert len(state.frozen_exact) == 2
+    assert sorted(state.frozen_months) == [month_start(ms(m)) for m in ("2026-01-01", "2026-02-01", "2026-03-01")]
+
+
+def test_beyond_the_month_bound_the_oldest_months_are_merged_into_the_oldest_kept_one() -> None:
+    # new business in January, an expansion each month after: with 3 month points, Feb and Mar merge into Jan
+    events = [
+        subscription(f"m{n}", at(BASE_MS + n * 31 * DAY), amount=str(100 * (n + 1)), subscription_id="s1")
+        for n in range(8)
+    ]
+    with patch.object(revenue, "ACCOUNT_BOUNDS", TINY):
+        state, received, _ = folded_account(events)
+    counts, money = account_facts(state)
+    assert (without_zeros(received.counts), without_zeros(received.money)) == (counts, money)
+    assert len(state.frozen_months) == 3
+    oldest = min(state.frozen_months)
+    assert oldest == month_start(BASE_MS)
+    assert state.frozen_months[oldest].movements == {"new": (Decimal(100), 1), "expansion": (Decimal(200), 2)}
+    assert sum(money.values()) == sum(reference_facts(events)[1].values())  # nothing lost, only moved
+    assert money[MRR, (), BASE_MS] == 300  # January now carries what February and March added
+
+
+def test_an_account_with_few_events_lands_a_very_late_event_exactly() -> None:
+    # the tail keeps an account's newest 32 events however old: a typical account is exact in any order
+    events = [
+        subscription("e1", "2026-01-05T00:00:00+00:00", amount="100"),
+        subscription("e2", "2026-03-05T00:00:00+00:00", "cancelled"),
+        subscription("e3", "2026-05-05T00:00:00+00:00", amount="300", subscription_id="s2"),
+        subscription("late", "2026-02-01T00:00:00+00:00", amount="150"),  # three months late
+    ]
+    state, _, _ = folded_account(events)
+    assert state.frozen_until_ms is None
+    assert account_facts(state) == reference_facts(events)
+
+
+def test_an_event_within_the_horizon_lands_exactly_on_a_busy_account() -> None:
+    # 120 changes one hour apart (5 days), then one dated 2 days before the newest: inside the tail
+    events = [
+        subscription(f"h{n}", at(BASE_MS + n * 3_600_000), amount=str(100 + n % 5), subscription_id="s1")
+        for n in range(120)
+    ]
+    late = subscription("late", at(BASE_MS + 70 * 3_600_000 + 60_000), amount="900", subscription_id="s2")
+    state, received, _ = folded_account([*events, late])
+    assert account_facts(state) == reference_facts([*events, late])
+    assert (without_zeros(received.counts), without_zeros(received.money)) == account_facts(state)
+
+
+def test_the_tail_keeps_the_horizon_and_at_most_128_events() -> None:
+    # one event every 30 minutes for 10 days: the horizon (7 days) would hold 336, the cap keeps 128
+    events = [
+        subscription(f"t{n}", at(BASE_MS + n * 1_800_000), amount=str(100 + n % 2), subscription_id="s1")
+        for n in range(480)
+    ]
+    state, _, _ = folded_account(events)
+    assert len(state.tail) == 128
+    assert state.tail[0].event_id == "t352"
+    # one a day: the tail keeps the 7-day horizon's events, but never fewer than 32
+    daily = [subscription(f"d{n}", at(BASE_MS + n * DAY), amount=str(100 + n % 2)) for n in range(100)]
+    state, _, _ = folded_account(daily)
+    assert len(state.tail) == 32
+
+
+# -- events older than the tail ------------------------------------------------------------
+
+SMALL_TAIL = replace(NO_COMPACTION, tail_min_events=1, tail_max_events=1)
+"""Only the newest event is kept: everything before it is frozen."""
+
+
+def test_an_event_older_than_the_tail_whose_subscription_changed_since_changes_nothing() -> None:
+    events = [
+        subscription("e1", "2026-01-01T00:00:00+00:00", amount="100"),
+        subscription("e2", "2026-02-01T00:00:00+00:00", amount="200"),
+        subscription("e3", "2026-03-01T00:00:00+00:00", amount="300"),
+    ]
+    with patch.object(revenue, "ACCOUNT_BOUNDS", SMALL_TAIL):
+        state, _, _ = folded_account(events)
+        before = account_facts(state)
+        assert state.frozen_until_ms == ms("2026-02-01T00:00:00+00:00") + 1
+        stale = apply_subscription(state, subscription("x", "2026-01-15T00:00:00+00:00", "cancelled"), POLICY)
+    assert not stale.duplicate
+    assert (stale.delta.counts, stale.delta.money) == ({}, {})
+    assert account_facts(state) == before
+
+
+def test_an_event_older_than_the_tail_of_a_new_subscription_counts_from_the_tails_start() -> None:
+    events = [
+        subscription("e1", "2026-01-01T00:00:00+00:00", amount="100"),
+        subscription("e2", "2026-02-01T00:00:00+00:00", amount="200"),
+        subscription("e3", "2026-03-01T00:00:00+00:00", amount="300"),
+    ]
+    ledger = Ledger(POLICY)
+    with patch.object(revenue, "ACCOUNT_BOUNDS", SMALL_TAIL):
+        for event in events:
+            ledger.fold(event)
+        # an add-on dated 10 January arrives after January and February froze
+        ledger.fold(subscription("addon", "2026-01-10T00:00:00+00:00", amount="50", subscription_id="s2"))
+    totals = ledger.totals()
+    assert revenue_now(totals, end_of("2026-01")).mrr == 100  # the frozen January is not rewritten
+    february = revenue_month(totals, "2026-02", end_of("2026-02"))
+    assert february.mrr_at_end == 250  # 200 + 50 from where the tail begins (1 February)
+    assert (february.movements.expansion_mrr, february.movements.expansion_accounts) == (Decimal(150), 2)
+    assert revenue_now(totals, end_of("2026-03")).mrr == 350
+
+
+def test_a_duplicate_of_a_frozen_event_is_a_duplicate() -> None:
+    events = [
+        subscription("e1", "2026-01-01T00:00:00+00:00", amount="100"),
+        subscription("e2", "2026-02-01T00:00:00+00:00", amount="200", subscription_id="s2"),
+        subscription("e3", "2026-03-01T00:00:00+00:00", amount="300", subscription_id="s3"),
+    ]
+    with patch.object(revenue, "ACCOUNT_BOUNDS", SMALL_TAIL):
+        state, _, _ = folded_account(events)
+        before = account_facts(state)
+        again = [apply_subscription(state, event, POLICY) for event in events]
+    assert [step.duplicate for step in again] == [True, True, True]
+    assert account_facts(state) == before
+
+
+def test_a_re_sent_old_event_of_a_forgotten_cancelled_subscription_does_not_resurrect_it() -> None:
+    events = [
+        subscription("a-on", "2026-01-01T00:00:00+00:00", amount="100", subscription_id="a"),
+        subscription("a-off", "2026-01-02T00:00:00+00:00", "cancelled", subscription_id="a"),
+        subscription("b-on", "2026-01-03T00:00:00+00:00", amount="50", subscription_id="b"),
+        subscription("b-off", "2026-01-04T00:00:00+00:00", "cancelled", subscription_id="b"),
+        subscription("c-on", "2026-01-05T00:00:00+00:00", amount="70", subscription_id="c"),
+    ]
+    with patch.object(revenue, "ACCOUNT_BOUNDS", replace(SMALL_TAIL, ended_subscriptions=1)):
+        state, _, _ = folded_account(events)
+        assert sorted(state.subscriptions) == ["b", "c"]  # "a" ended longest ago: forgotten
+        before = account_facts(state)
+        resent = apply_subscription(state, events[0], POLICY)
+    assert (resent.delta.counts, resent.delta.money) == ({}, {})
+    assert state.head.mrr == 70
+    assert account_facts(state) == before
+
+
+# -- bounds of subscriptions and contacts ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spacing_ms", "story"),
+    [
+        (60_000, "one change a minute (the tail's cap)"),
+        (6 * 3_600_000, "one change every 6 hours for almost 7 years (the month bound)"),
+        (3_600_000, "a new trial every hour, cancelled the next (ended subscriptions)"),
+    ],
+)
+def test_an_accounts_encoded_state_stays_flat_over_10000_subscription_events(spacing_ms: int, story: str) -> None:
+    trials = "trial" in story
+    state = AccountState()
+    sizes = {}
+    for n in range(10_000):
+        if trials:
+            event = subscription(
+                f"ev-{n:05}",
+                at(BASE_MS + n * spacing_ms),
+                "trialing" if n % 2 == 0 else "cancelled",
+                subscription_id=f"sub-{n // 2}",
+            )
+        else:
+            event = subscription(f"ev-{n:05}", at(BASE_MS + n * spacing_ms), amount=str(100 + n % 7 * 10))
+        apply_subscription(state, event, POLICY)
+        if n + 1 in (8_000, 10_000):
+            sizes[n + 1] = len(encode_state(state))
+    assert sizes[10_000] <= sizes[8_000] * 1.05, story  # every bound is reached by then (60 months: 7,300)
+    assert sizes[10_000] < 48_000, story
+    assert len(state.subscriptions) <= ACCOUNT_BOUNDS.ended_subscriptions + ACCOUNT_BOUNDS.tail_max_events
+
+
+def test_an_account_keeps_its_16_earliest_contacts_and_its_channel_is_the_earliest() -> None:
+    state = AccountState()
+    apply_subscription(state, subscription("e1", "2026-03-05T00:00:00+00:00"), POLICY)
+    for n in range(20):
+        apply_account_link(state, link("acme", f"c{n:02}", f"2026-02-{20 - n:02}T00:00:00+00:00", "paid"), POLICY)
+    step = apply_account_link(state, link("acme", "first", "2026-01-01T00:00:00+00:00", "email"), POLICY)
+    assert len(state.contacts) == 16
+    assert "first" in state.contacts
+    assert "c00" not in state.contacts  # the latest touches went first
+    assert acquisition_channel(state) == "email"
+    assert step.delta.counts[NEW_CUSTOMERS, ("email",), ms("2026-03-05T00:00:00+00:00")] == 1
+    late = apply_account_link(state, link("acme", "late", "2026-02-28T00:00:00+00:00", "organic"), POLICY)
+    assert "late" not in state.contacts
+    assert (late.delta.counts, late.delta.money) == ({}, {})
+
+
+def test_a_late_link_relabels_frozen_history_too() -> None:
+    events = [
+        subscription("e1", "2026-01-01T00:00:00+00:00", amount="100"),
+        subscription("e2", "2026-02-01T00:00:00+00:00", amount="200"),
+        subscription("e3", "2026-03-01T00:00:00+00:00", "cancelled"),
+    ]
+    ledger = Ledger(POLICY)
+    with patch.object(revenue, "ACCOUNT_BOUNDS", SMALL_TAIL):
+        for event in events:
+            ledger.fold(event)
+        fold_link(ledger, link("acme", "c1", "2025-12-01T00:00:00+00:00", "paid"))
+    whole_quarter = Span(month_span("2026-01").start_ms, month_span("2026-03").end_ms)
+    window = revenue_window(ledger.totals(), whole_quarter)
+    assert window.new_customers_by_channel == {"paid": 1}
+    amounts = ledger.totals().money_total_by(MRR_MOVEMENT, whole_quarter, 1)
+    assert amounts == {"paid": Decimal(100) + Decimal(100) + Decimal(200)}  # new, expansion, churn

@@ -66,6 +66,7 @@ def test_with_retention_every_window_of_the_last_30_days_and_every_running_balan
 def test_buckets_past_their_retention_are_dropped_and_months_are_kept() -> None:
     totals = Totals(Retention(minutes_ms=2 * DAY_MS, hours_ms=5 * DAY_MS))
     for day in range(60):
+        totals.advance(T0 + day * DAY_MS)
         totals.add("sessions", ("paid",), T0 + day * DAY_MS, 1)
     series = totals.counts["sessions"][("paid",)]
     assert len(series.minutes) <= 3
@@ -74,8 +75,19 @@ def test_buckets_past_their_retention_are_dropped_and_months_are_kept() -> None:
     assert totals.total("sessions", Span(BEGINNING_MS, T0 + 61 * DAY_MS)) == 60
 
 
+def test_a_fact_ahead_of_the_newest_event_does_not_age_the_present() -> None:
+    """A contact's staleness is written 30-90 days ahead of its event: retention follows events, not facts."""
+    totals = Totals(Retention(minutes_ms=2 * DAY_MS, hours_ms=5 * DAY_MS))
+    totals.advance(T0)
+    totals.add("sessions", (), T0, 1)
+    totals.add("became_stale", (), T0 + 90 * DAY_MS, 1)
+    assert totals.total("sessions", Span(T0, T0 + MINUTE_MS)) == 1
+    assert totals.total("became_stale", Span(T0 + 90 * DAY_MS, T0 + 90 * DAY_MS + MINUTE_MS)) == 1
+
+
 def test_a_fact_older_than_the_minute_retention_still_counts_in_its_hour_and_month() -> None:
     totals = Totals(Retention(minutes_ms=2 * DAY_MS, hours_ms=10 * DAY_MS))
+    totals.advance(T0 + 20 * DAY_MS)
     totals.add("sessions", (), T0 + 20 * DAY_MS, 1)
     totals.add("sessions", (), T0 + 15 * DAY_MS + 30 * MINUTE_MS, 1)  # late: no minute bucket any more
     series = totals.counts["sessions"][()]
@@ -148,6 +160,7 @@ def test_totals_loaded_from_the_last_value_of_every_touched_bucket_equal_the_tot
     for batch in batches:
         delta = Delta()
         for ts, count, seconds in batch:
+            written.advance(ts)
             delta.count("sessions", ("paid",), ts, count)
             delta.count("engaged_seconds", ("paid",), ts, seconds)
             delta.add_money("spend", ("paid",), ts, Decimal(count) / 4)
