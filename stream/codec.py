@@ -16,7 +16,8 @@ clear error instead of being misread.
 Layouts (states version 2, items version 1), one JSON array each, records as arrays of their fields, money as strings:
 
 - state: ``[2, kind, ...]`` — visitor ``recent ids, {channel: last visit ms}, [KeptSession], [contact_id]``;
-  contact ``{event_id: StageRecord}, {event_id: FormRecord}, [Touch as a link row], last_account_link``;
+  contact ``{event_id: StageRecord}, {event_id: FormRecord with its FillSource}, [Touch as a link row],
+  last_account_link, newest_ms, recent ids``;
   account ``AccountState.to_wire()`` (contacts, current subscriptions, head, tail, frozen summary:
   see `stream.core.revenue`); channel ``[event_id], [SpendRecord]`` (one channel's spend of one day).
 - items: ``[1, item, ...]`` — an event as its fields in model order (it starts with its
