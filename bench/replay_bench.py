@@ -58,6 +58,8 @@ def main() -> int:
                 [sys.executable, "-m", "stream.cli", "replay", str(path), "--quiet", "--format", "json"],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                # the simulated company bills some accounts in EUR (as `make replay-demo` does)
+                env={**os.environ, "LEADLAG_FX_RATES": os.environ.get("LEADLAG_FX_RATES", "EUR=1.08")},
             )
             _, status, usage = os.wait4(child.pid, 0)
             elapsed = time.perf_counter() - started
