@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
@@ -182,9 +182,12 @@ class Ledger:
 
     __slots__ = ("counts", "earliest_ms", "policy", "shards", "watermark_ms")
 
-    def __init__(self, policy: Policy | None = None, shards: int = 1) -> None:
+    def __init__(
+        self, policy: Policy | None = None, shards: int = 1, store: Callable[[], EntityStore] | None = None
+    ) -> None:
+        """`store` makes each shard's entity store (default: a dict of decoded states)."""
         self.policy = policy or Policy()
-        self.shards = [Shard(self.policy) for _ in range(shards)]
+        self.shards = [Shard(self.policy, None if store is None else store()) for _ in range(shards)]
         self.watermark_ms: int | None = None
         """The newest event time folded so far."""
         self.earliest_ms: int | None = None
