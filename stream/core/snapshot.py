@@ -51,6 +51,11 @@ def build_snapshot(
     else:
         months = months_between(first_event_ms if first_event_ms is not None else as_of_ms, as_of_ms)
         months = months[-policy.snapshot_months :]
+    with totals.reading():
+        return _snapshot(totals, as_of_ms, months, policy, input_counts)
+
+
+def _snapshot(totals: Totals, as_of_ms: int, months: list[str], policy: Policy, input_counts: InputCounts) -> Snapshot:
     return Snapshot(
         as_of=to_datetime(as_of_ms) if months else None,
         reporting_currency=policy.reporting_currency,

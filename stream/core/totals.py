@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -310,7 +311,7 @@ class Delta:
 class Totals:
     """All series of one partition (or, after `merge`, of many), with retention (see the module docstring)."""
 
-    __slots__ = ("_month", "counts", "hour_cutoff", "minute_cutoff", "money", "newest_ms", "retention")
+    __slots__ = ("_month", "_reads", "counts", "hour_cutoff", "minute_cutoff", "money", "newest_ms", "retention")
 
     def __init__(self, retention: Retention | None = None) -> None:
         self.retention = retention or Retention()
@@ -323,6 +324,8 @@ class Totals:
         self.hour_cutoff = BEGINNING_MS
         self._month = (0, 0)
         """The calendar month facts were last added to: [start, end)."""
+        self._reads: dict[Any, Any] | None = None
+        """Within `reading()`: cached sums per (kind, family, span) and their indexes by label."""
 
     # -- time and retention -------------------------------------------------------
     def advance(self, ts_ms: int) -> None:
@@ -438,40 +441,80 @@ class Totals:
         yield from self.counts.get(family, {})
         yield from self.money.get(family, {})
 
+    @contextmanager
+    def reading(self) -> Iterator[Totals]:
+        """A scope in which the totals do not change, so each series' sum over a span is computed once.
+
+        The snapshot asks the same spans of the same series many times (per channel, per stage);
+        within `reading()` every (series, span) sum is cached and indexed by label.
+        """
+        outer = self._reads
+        if outer is None:
+            self._reads = {}
+        try:
+            yield self
+        finally:
+            if outer is None:
+                self._reads = None
+
+    def _rows(
+        self, kind: str, family: str, span: Span, match: Mapping[int, str] | None
+    ) -> Iterable[tuple[Labels, Any]]:
+        """(labels, sum over the span) of every series of a family whose labels match."""
+        by_labels: Mapping[Labels, BucketSeries[Any]] = (self.counts if kind == COUNT else self.money).get(family, {})
+        reads = self._reads
+        if reads is None:
+            return (
+                (labels, series.total(span))
+                for labels, series in by_labels.items()
+                if match is None or _matches(labels, match)
+            )
+        key = (kind, family, span.start_ms, span.end_ms)
+        rows = reads.get(key)
+        if rows is None:
+            rows = reads[key] = [(labels, series.total(span)) for labels, series in by_labels.items()]
+        if not match:
+            return rows
+        (first, value), *rest = match.items()
+        index_key = (*key, first)
+        index = reads.get(index_key)
+        if index is None:
+            index = reads[index_key] = {}
+            for row in rows:
+                index.setdefault(row[0][first], []).append(row)
+        selected = index.get(value, ())
+        if rest:
+            return [row for row in selected if all(row[0][i] == v for i, v in rest)]
+        return selected  # type: ignore[no-any-return]
+
     def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
         """Sum of a count family over a span, over every label set that matches."""
         total: float = 0
-        for labels, series in self.counts.get(family, {}).items():
-            if match is None or _matches(labels, match):
-                total += series.total(span)
+        for _, value in self._rows(COUNT, family, span, match):
+            total += value
         return total
 
     def total_by(self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None) -> dict[str, float]:
         """Sums of a count family grouped by the label at `index` (zero groups left out)."""
         grouped: dict[str, float] = {}
-        for labels, series in self.counts.get(family, {}).items():
-            if match is None or _matches(labels, match):
-                value = series.total(span)
-                if value:
-                    grouped[labels[index]] = grouped.get(labels[index], 0) + value
+        for labels, value in self._rows(COUNT, family, span, match):
+            if value:
+                grouped[labels[index]] = grouped.get(labels[index], 0) + value
         return grouped
 
     def money_total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> Decimal:
         total = Decimal(0)
-        for labels, series in self.money.get(family, {}).items():
-            if match is None or _matches(labels, match):
-                total += series.total(span)
+        for _, value in self._rows(MONEY, family, span, match):
+            total += value
         return total
 
     def money_total_by(
         self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None
     ) -> dict[str, Decimal]:
         grouped: dict[str, Decimal] = {}
-        for labels, series in self.money.get(family, {}).items():
-            if match is None or _matches(labels, match):
-                value = series.total(span)
-                if value:
-                    grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
+        for labels, value in self._rows(MONEY, family, span, match):
+            if value:
+                grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
         return grouped
 
     def families(self) -> Iterable[str]:

@@ -177,3 +177,39 @@ def test_totals_loaded_from_the_last_value_of_every_touched_bucket_equal_the_tot
         assert loaded.total("sessions", span) == written.total("sessions", span)
         assert loaded.total("engaged_seconds", span) == pytest.approx(written.total("engaged_seconds", span))
         assert loaded.money_total("spend", span) == written.money_total("spend", span)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(timestamps, st.sampled_from("ab"), st.sampled_from("xyz"), st.integers(-3, 3)), max_size=40
+    ),
+    start=timestamps,
+)
+def test_sums_read_within_a_reading_scope_equal_sums_read_without_one(
+    points: list[tuple[int, str, str, int]], start: int
+) -> None:
+    totals = Totals()
+    for ts, first, second, value in points:
+        totals.add("sessions", (first, second), ts, value)
+        totals.add_money("spend", (first, second), ts, Decimal(value) / 2)
+    span = Span(start - start % MINUTE_MS, start - start % MINUTE_MS + 3 * DAY_MS)
+    queries = [None, {0: "a"}, {1: "y"}, {0: "b", 1: "x"}]
+    plain = [
+        (
+            totals.total("sessions", span, q),
+            totals.total_by("sessions", span, 1, q),
+            totals.money_total("spend", span, q),
+        )
+        for q in queries
+    ]
+    with totals.reading():
+        cached = [
+            (
+                totals.total("sessions", span, q),
+                totals.total_by("sessions", span, 1, q),
+                totals.money_total("spend", span, q),
+            )
+            for q in queries
+        ]
+    assert cached == plain
