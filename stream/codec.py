@@ -365,7 +365,8 @@ def encode_state(state: EntityState) -> bytes:
         body = ["account", *state.to_wire()]
     else:
         body = ["channel", *state.to_wire()]
-    return orjson.dumps([STATE_FORMAT_VERSION, *body], default=_default, option=_OPTIONS)
+    # orjson's bytes keep its whole write buffer (4 KB for a 150-byte state): kept bytes must be an exact copy
+    return memoryview(orjson.dumps([STATE_FORMAT_VERSION, *body], default=_default, option=_OPTIONS)).tobytes()
 
 
 def _visitor(body: list[Any]) -> VisitorState:

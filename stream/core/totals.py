@@ -142,10 +142,7 @@ class BucketSeries(Generic[V]):
             if chunk is None and self.minutes and hour < next(reversed(self.minutes)):
                 self.disordered = True
             if self.dense:
-                slot = (ts_ms - hour) // MINUTE_MS
-                if chunk is None:
-                    chunk = self.minutes[hour] = array("q", _EMPTY_HOUR)
-                _add_to_slot(self.minutes, hour, chunk, slot, value)  # type: ignore[arg-type]
+                _add_minute(self.minutes, hour, (ts_ms - hour) // MINUTE_MS, value)  # type: ignore[arg-type]
             else:
                 if chunk is None:
                     chunk = self.minutes[hour] = {}
@@ -188,7 +185,10 @@ class BucketSeries(Generic[V]):
         if not chunk:
             return self.zero
         if self.dense:
-            return sum(chunk[(start_ms - hour) // MINUTE_MS : (end_ms - hour - 1) // MINUTE_MS + 1])  # type: ignore[no-any-return]
+            first, last = (start_ms - hour) // MINUTE_MS, (end_ms - hour - 1) // MINUTE_MS
+            if chunk.__class__ is dict:
+                return sum(value for slot, value in chunk.items() if first <= slot <= last)  # type: ignore[no-any-return]
+            return sum(chunk[first : last + 1])  # type: ignore[no-any-return]
         found = self.zero
         for key, value in chunk.items():
             if start_ms <= key < end_ms:
@@ -234,12 +234,9 @@ class BucketSeries(Generic[V]):
             if hour < minute_cutoff:
                 continue
             if self.dense:
-                for slot, value in enumerate(chunk):
+                for slot, value in chunk.items() if chunk.__class__ is dict else enumerate(chunk):
                     if value:
-                        mine = self.minutes.get(hour)
-                        if mine is None:
-                            mine = self.minutes[hour] = array("q", _EMPTY_HOUR)
-                        _add_to_slot(self.minutes, hour, mine, slot, value)
+                        _add_minute(self.minutes, hour, slot, value)
             else:
                 mine = self.minutes.setdefault(hour, {})
                 _add_buckets(mine, chunk, self.zero)
@@ -254,6 +251,31 @@ class BucketSeries(Generic[V]):
 
 _EMPTY_HOUR = bytes(8 * 60)
 """60 zeroed int64 or float64 slots."""
+
+
+SPARSE_MINUTES = 8
+"""An hour of a count series keeps its minutes in a dict until more than this many have a value, then in an array."""
+
+
+def _add_minute(chunks: dict[int, Any], hour: int, slot: int, value: float) -> None:
+    """Add to one minute of a count series: a small dict for a sparse hour, an array of 60 for a busy one."""
+    chunk = chunks.get(hour)
+    if chunk is None:
+        chunks[hour] = {slot: value}
+    elif chunk.__class__ is dict:
+        new = chunk.get(slot, 0) + value
+        if new == 0:
+            chunk.pop(slot, None)
+            return
+        chunk[slot] = new
+        if len(chunk) > SPARSE_MINUTES:
+            chunks[hour] = array("q", _EMPTY_HOUR)
+            for filled, amount in chunk.items():
+                _add_to_slot(chunks, hour, chunks[hour], filled, amount)
+    elif chunk.typecode == "q" and value.__class__ is int:
+        chunk[slot] += value
+    else:
+        _add_to_slot(chunks, hour, chunk, slot, value)
 
 
 def _add_to_slot(minutes: dict[int, Any], hour: int, chunk: array[Any], slot: int, value: float) -> None:
@@ -387,16 +409,9 @@ class Totals:
             hour = ts - ts % HOUR_MS
             if hour >= self.minute_cutoff:
                 chunks = series.minutes
-                chunk = chunks.get(hour)
-                if chunk is None:
-                    if chunks and hour < next(reversed(chunks)):
-                        series.disordered = True
-                    chunk = chunks[hour] = array("q", _EMPTY_HOUR)
-                slot = (ts - hour) // MINUTE_MS
-                if chunk.typecode == "q" and value.__class__ is int:
-                    chunk[slot] += value
-                else:
-                    _add_to_slot(chunks, hour, chunk, slot, value)
+                if hour not in chunks and chunks and hour < next(reversed(chunks)):
+                    series.disordered = True
+                _add_minute(chunks, hour, (ts - hour) // MINUTE_MS, value)
             if hour >= self.hour_cutoff:
                 hours = series.hours
                 old = hours.get(hour)
@@ -537,7 +552,12 @@ class Totals:
             chunk = series.minutes.get(start)
             minutes: Any = None
             if chunk is not None:
-                minutes = chunk.tolist() if series.dense else {key - start: value for key, value in chunk.items()}
+                if not series.dense:
+                    minutes = {key - start: value for key, value in chunk.items()}
+                elif chunk.__class__ is dict:
+                    minutes = [chunk.get(slot, 0) for slot in range(60)]
+                else:
+                    minutes = chunk.tolist()
             return (hour_total, minutes)
         if series is None:
             return (0 if kind == COUNT else Decimal(0), None)
