@@ -490,17 +490,14 @@ class Totals:
             rows = reads[key] = [(labels, series.total(span)) for labels, series in by_labels.items()]
         if not match:
             return rows
-        (first, value), *rest = match.items()
-        index_key = (*key, first)
+        positions = tuple(sorted(match))
+        index_key = (*key, positions)
         index = reads.get(index_key)
         if index is None:
             index = reads[index_key] = {}
             for row in rows:
-                index.setdefault(row[0][first], []).append(row)
-        selected = index.get(value, ())
-        if rest:
-            return [row for row in selected if all(row[0][i] == v for i, v in rest)]
-        return selected  # type: ignore[no-any-return]
+                index.setdefault(tuple(row[0][i] for i in positions), []).append(row)
+        return index.get(tuple(match[i] for i in positions), ())  # type: ignore[no-any-return]
 
     def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
         """Sum of a count family over a span, over every label set that matches."""
