@@ -41,7 +41,8 @@ class EncodedStore:
     __slots__ = ("decoded", "encoded")
 
     def __init__(self) -> None:
-        self.encoded: dict[tuple[EntityKind, str], bytes] = {}
+        self.encoded: dict[EntityKind, dict[str, bytes]] = {"visitor": {}, "contact": {}, "account": {}, "channel": {}}
+        """One dict per kind, keyed by the entity's id alone (a million (kind, id) tuples would cost 56 MB)."""
         self.decoded: dict[tuple[EntityKind, str], EntityState] = {}
         """Least recently used first."""
 
@@ -49,7 +50,7 @@ class EncodedStore:
         ref = (kind, key)
         state = self.decoded.pop(ref, None)
         if state is None:
-            raw = self.encoded.get(ref)
+            raw = self.encoded[kind].get(key)
             if raw is None:
                 return None
             state = decode_state(kind, raw)
@@ -60,15 +61,17 @@ class EncodedStore:
         decoded = self.decoded
         decoded[(kind, key)] = state
         if len(decoded) > DECODED_STATES:
+            encoded = self.encoded
             for ref in list(decoded)[: DECODED_STATES // 4]:
-                self.encoded[ref] = encode_state(decoded.pop(ref))
+                encoded[ref[0]][ref[1]] = encode_state(decoded.pop(ref))
 
     def items(self) -> Iterator[tuple[EntityKind, str, EntityState]]:
         for (kind, key), state in self.decoded.items():
             yield kind, key, state
-        for (kind, key), raw in self.encoded.items():
-            if (kind, key) not in self.decoded:
-                yield kind, key, decode_state(kind, raw)
+        for kind, states in self.encoded.items():
+            for key, raw in states.items():
+                if (kind, key) not in self.decoded:
+                    yield kind, key, decode_state(kind, raw)
 
 
 @dataclass(frozen=True, slots=True)
