@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    field_validator,
     model_validator,
 )
 
@@ -45,6 +46,13 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=20, decimal_places=6)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")]
 EntityId = Annotated[str, Field(min_length=1, max_length=256)]
+Label = Annotated[str, Field(max_length=200)]
+"""A name that can become a metric label or a snapshot key (campaign, plan, utm values, source): capped, so one
+event cannot make a snapshot or an output message huge."""
+Text = Annotated[str, Field(max_length=2048)]
+"""Free text kept or forwarded as it came (a referrer, a path, a reason): capped like a URL."""
+MAX_PAGES = 200
+"""Paths listed per session (`pages`), each a `Text`."""
 
 
 class EventType(StrEnum):
@@ -113,11 +121,11 @@ class SpendCategory(StrEnum):
 class Utm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    source: str | None = None
-    medium: str | None = None
-    campaign: str | None = None
-    term: str | None = None
-    content: str | None = None
+    source: Label | None = None
+    medium: Label | None = None
+    campaign: Label | None = None
+    term: Label | None = None
+    content: Label | None = None
 
 
 class EventBase(BaseModel):
@@ -127,7 +135,7 @@ class EventBase(BaseModel):
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)]
     occurred_at: Timestamp
-    source: str | None = None
+    source: Label | None = None
     schema_version: Literal[1] = 1
 
     @property
@@ -148,11 +156,18 @@ class SiteVisit(EventBase):
         description="When absent, derived from utm and referrer like GA4's default channel grouping.",
     )
     utm: Utm | None = None
-    referrer: str | None = None
-    landing_page: str | None = None
+    referrer: Text | None = None
+    landing_page: Text | None = None
     pageviews: Annotated[int, Field(ge=1)]
     engaged_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    pages: list[str] | None = None
+    pages: Annotated[list[str], Field(max_length=MAX_PAGES)] | None = None
+
+    @field_validator("pages")
+    @classmethod
+    def _page_paths_are_capped(cls, pages: list[str] | None) -> list[str] | None:
+        if pages is not None and any(len(path) > 2048 for path in pages):
+            raise ValueError("a path in pages is longer than 2048 characters")
+        return pages
 
     @model_validator(mode="after")
     def derive_missing_channel(self) -> SiteVisit:
@@ -217,7 +232,7 @@ class StageChange(EventBase):
     from_stage: Stage | None = None
     amount: Money | None = None
     currency: CurrencyCode | None = None
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class Subscription(EventBase):
@@ -227,7 +242,7 @@ class Subscription(EventBase):
     account_id: EntityId
     subscription_id: EntityId
     status: SubscriptionStatus
-    plan: str | None = None
+    plan: Label | None = None
     amount: Money
     currency: CurrencyCode
     interval: BillingInterval
@@ -240,7 +255,7 @@ class Spend(EventBase):
 
     type: Literal["spend"] = "spend"
     channel: Channel
-    campaign: str | None = None
+    campaign: Label | None = None
     category: SpendCategory
     amount: Money
     currency: CurrencyCode

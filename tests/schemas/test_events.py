@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from schemas.channels import Channel
-from schemas.events import FormFill, SiteVisit, StageChange, Subscription
+from schemas.events import EVENT_ADAPTER, FormFill, SiteVisit, StageChange, Subscription
 from schemas.parsing import InvalidEvent, parse_message
 
 
@@ -185,3 +186,28 @@ def test_a_stage_change_to_an_unknown_stage_is_refused() -> None:
 
 def test_unknown_extra_fields_are_ignored_for_forward_compatibility() -> None:
     assert isinstance(parse_one(visit(device="mobile")), SiteVisit)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("utm", {"campaign": "c" * 201}),
+        ("referrer", "https://example.com/" + "r" * 2048),
+        ("pages", ["/p"] * 201),
+        ("pages", ["/" + "p" * 2048]),
+        ("source", "s" * 201),
+    ],
+)
+def test_free_text_is_capped_so_one_event_cannot_make_an_output_huge(field: str, value: object) -> None:
+    event = {
+        "event_id": "e1",
+        "type": "site_visit",
+        "occurred_at": "2026-11-23T09:00:00Z",
+        "session_id": "s1",
+        "visitor_id": "v1",
+        "pageviews": 1,
+        "engaged_seconds": 0,
+        field: value,
+    }
+    with pytest.raises(ValidationError):
+        EVENT_ADAPTER.validate_python(event)
