@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     attribution_lookback_days: Annotated[float, Field(gt=0, le=730)] = Field(
         default=90, description="Touches older than this before a conversion earn it no credit and are not kept."
     )
+    max_label_values: Annotated[int, Field(ge=10, le=100_000)] = Field(
+        default=500,
+        description="Distinct campaign (or plan) names kept per metric and partition; later ones count as 'other'.",
+    )
     snapshot_months: Annotated[int, Field(ge=1, le=240)] = Field(
         default=24, description="The snapshot and its views list at most this many calendar months, the latest."
     )
@@ -201,6 +205,7 @@ class Settings(BaseSettings):
             attribution_lookback_ms=int(self.attribution_lookback_days * DAY_MS),
             max_touches=self.max_touches,
             snapshot_months=self.snapshot_months,
+            max_label_values=self.max_label_values,
             divergence=DivergencePolicy(
                 window_ms=int(self.divergence_window_hours * HOUR_MS),
                 baseline=self.divergence_baseline,

@@ -101,6 +101,8 @@ PIPELINE_AMOUNT = "pipeline_amount"
 WEIGHTED_PIPELINE = "weighted_pipeline"
 """Money, labels (channel,); deal value × the stage's probability while in it, as signed changes."""
 
+CAMPAIGN_FAMILIES = (STAGE_ENTRIES, FORM_FILLS, STAGE_EXITS, BECAME_STALE, STAGE_DROP_OFFS)
+"""The families whose third label is a campaign."""
 WON = "won"
 LOST = "lost"
 DURATION_BOUNDS_SECONDS: tuple[int, ...] = (

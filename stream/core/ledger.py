@@ -86,7 +86,7 @@ class Shard:
     def __init__(self, policy: Policy, store: EntityStore | None = None, totals: Totals | None = None) -> None:
         self.policy = policy
         self.store: EntityStore = store if store is not None else DictStore()
-        self.totals = totals if totals is not None else Totals(Retention.for_grace(policy.grace_ms))
+        self.totals = totals if totals is not None else new_totals(policy)
 
     def fold(self, item: Item) -> Step:
         """Fold one item addressed to an entity of this shard; apply its delta; return the step."""
@@ -148,10 +148,24 @@ def rebuild_totals(states: Iterable[tuple[EntityKind, str, EntityState]], policy
     Equal to the totals folded event by event, because every entity's
     contribution is a function of its state alone (a property the tests hold).
     """
-    totals = Totals(Retention.for_grace(policy.grace_ms))
+    totals = new_totals(policy)
     for kind, key, state in states:
         totals.apply(entity_delta(kind, key, state, policy))
     return totals
+
+
+CAPPED_LABELS: dict[str, int] = {
+    **dict.fromkeys(traffic.SESSION_FAMILIES, 1),
+    **dict.fromkeys(funnel.CAMPAIGN_FAMILIES, 2),
+    acquisition.SPEND: 2,
+    revenue.MRR_BY_PLAN: 0,
+}
+"""Families with a free-form name among their labels (campaign, plan), and its position: capped when written."""
+
+
+def new_totals(policy: Policy) -> Totals:
+    """Empty totals for one partition: retention from the grace period, campaign and plan names capped."""
+    return Totals(Retention.for_grace(policy.grace_ms), CAPPED_LABELS, policy.max_label_values)
 
 
 def shard_index(kind: EntityKind, key: str, shards: int) -> int:
@@ -245,7 +259,7 @@ class Ledger:
         """The totals of all shards (the shard's own object when there is only one)."""
         if len(self.shards) == 1:
             return self.shards[0].totals
-        merged = Totals(Retention.for_grace(self.policy.grace_ms))
+        merged = new_totals(self.policy)
         for shard in self.shards:
             merged.merge(shard.totals)
         return merged

@@ -109,6 +109,8 @@ class Policy:
     """Event ids are remembered this long (event time) after an entity's newest event (stream.core.dedupe)."""
     attribution_lookback_ms: int = 90 * DAY_MS
     """Touches older than this before a conversion neither earn credit nor are kept for it."""
+    max_label_values: int = 500
+    """Distinct campaign (or plan) names per metric family and partition; later ones are counted as `other`."""
     snapshot_months: int = 24
     """The snapshot lists at most this many calendar months (the latest); older ones stay in the totals."""
     max_touches: int = 100

@@ -333,10 +333,29 @@ class Delta:
 class Totals:
     """All series of one partition (or, after `merge`, of many), with retention (see the module docstring)."""
 
-    __slots__ = ("_month", "_reads", "counts", "hour_cutoff", "minute_cutoff", "money", "newest_ms", "retention")
+    __slots__ = (
+        "_admitted",
+        "_month",
+        "_reads",
+        "capped",
+        "counts",
+        "hour_cutoff",
+        "label_cap",
+        "minute_cutoff",
+        "money",
+        "newest_ms",
+        "retention",
+    )
 
-    def __init__(self, retention: Retention | None = None) -> None:
+    def __init__(
+        self, retention: Retention | None = None, capped: Mapping[str, int] | None = None, label_cap: int = 500
+    ) -> None:
         self.retention = retention or Retention()
+        self.capped: Mapping[str, int] = capped or {}
+        """family -> the label position holding a free-form name (campaign, plan) whose values are capped."""
+        self.label_cap = label_cap
+        """At most this many distinct names per capped family; later ones are written as `other` (GA4's rule)."""
+        self._admitted: dict[str, set[str]] = {}
         self.counts: dict[str, dict[Labels, BucketSeries[float]]] = {}
         self.money: dict[str, dict[Labels, BucketSeries[Decimal]]] = {}
         self.newest_ms: int | None = None
@@ -373,7 +392,28 @@ class Totals:
                 money_series.prune(self.minute_cutoff, self.hour_cutoff)
 
     # -- writing -----------------------------------------------------------------
+    def _bounded(self, family: str, labels: Labels) -> Labels:
+        """`labels` with its capped name replaced by `other` once the family has `label_cap` other names.
+
+        Sticky: a name admitted once is always admitted, so a retraction lands where its addition did.
+        The first names seen are kept, like GA4's `(other)` row for high-cardinality dimensions.
+        """
+        position = self.capped[family]
+        name = labels[position]
+        admitted = self._admitted.get(family)
+        if admitted is None:
+            known = [*self.counts.get(family, {}), *self.money.get(family, {})]
+            admitted = self._admitted[family] = {known_labels[position] for known_labels in known}
+        if name in admitted:
+            return labels
+        if len(admitted) < self.label_cap or name in (OTHER_LABEL, "none"):
+            admitted.add(name)
+            return labels
+        return (*labels[:position], OTHER_LABEL, *labels[position + 1 :])
+
     def add(self, family: str, labels: Labels, ts_ms: int, value: float) -> None:
+        if family in self.capped:
+            labels = self._bounded(family, labels)
         by_labels = self.counts.get(family)
         if by_labels is None:
             by_labels = self.counts[family] = {}
@@ -383,6 +423,8 @@ class Totals:
         series.add(ts_ms, value, self.minute_cutoff, self.hour_cutoff)
 
     def add_money(self, family: str, labels: Labels, ts_ms: int, value: Decimal) -> None:
+        if family in self.capped:
+            labels = self._bounded(family, labels)
         by_labels = self.money.setdefault(family, {})
         series = by_labels.get(labels)
         if series is None:
@@ -392,10 +434,13 @@ class Totals:
     def apply(self, delta: Delta) -> None:
         """Add a delta's facts (the hot path: counts are added inline, without a call per granularity)."""
         counts = self.counts
+        capped = self.capped
         month_lo, month_hi = self._month
         for (family, labels, ts), value in delta.counts.items():
             if value == 0:
                 continue
+            if family in capped:
+                labels = self._bounded(family, labels)
             by_labels = counts.get(family)
             if by_labels is None:
                 by_labels = counts[family] = {}
@@ -592,6 +637,8 @@ class Totals:
             series.minutes.pop(start, None)
 
 
+OTHER_LABEL = "other"
+"""What a capped name beyond `Totals.label_cap` is written as."""
 COUNT = "count"
 MONEY = "money"
 HOUR = "h"

@@ -43,6 +43,8 @@ ENGAGED_SESSIONS = "engaged_sessions"
 ENGAGED_SECONDS = "engaged_seconds"
 PAGEVIEWS = "pageviews"
 PRICING_SESSIONS = "pricing_sessions"
+SESSION_FAMILIES = (SESSIONS, ENGAGED_SESSIONS, ENGAGED_SECONDS, PAGEVIEWS, PRICING_SESSIONS)
+"""Labels (channel, campaign)."""
 LAST_VISITS = "last_visits"
 """Count, labels (channel,): one per visitor at its last visit in that channel (unique visitors per channel)."""
 LAST_VISITS_ALL = "last_visits_all"

@@ -213,3 +213,13 @@ def test_sums_read_within_a_reading_scope_equal_sums_read_without_one(
             for q in queries
         ]
     assert cached == plain
+
+
+def test_campaign_names_beyond_the_cap_are_written_as_other_and_their_retractions_follow() -> None:
+    totals = Totals(capped={"sessions": 1}, label_cap=2)
+    for campaign in ("spring", "launch", "summer", "winter", "spring"):
+        totals.add("sessions", ("paid", campaign), T0, 1)
+    totals.add("sessions", ("paid", "summer"), T0, -1)  # a moved fact: removed where it was written
+    span = Span(T0, T0 + MINUTE_MS)
+    assert totals.total_by("sessions", span, 1) == {"spring": 2, "launch": 1, "other": 1}
+    assert len(list(totals.labels_of("sessions"))) == 3
