@@ -6,7 +6,7 @@ N simulated events into fresh topics, then read them all back twice —
 process, and (b) with the real `leadlag worker` as a subprocess, polled over
 `/api/status` until it has judged all N. Both numbers come from the same
 run on the same topics, so their ratio says what the worker's machinery
-costs (DESIGN §7), and each process's peak RSS says what it holds.
+costs, and each process's peak RSS says what it holds.
 
 The module keeps its top-level imports light: the raw consumer child imports
 it, and its peak RSS should be the consumer's, not the producer's.
@@ -33,6 +33,9 @@ from typing import Any
 
 DEFAULT_EVENTS = 1_000_000
 DEFAULT_SHAPES = (200, 1)
+TARGET_RATIO = {200: 0.15, 1: 0.05}
+"""Worker/raw ratios the worker aims at per input shape (issue: "Bounded state and a batch hot path")."""
+TARGET_WORKER_RSS_BYTES = 250 * 2**20
 STALL_SECONDS = 180.0
 """A path that makes no progress for this long has failed (the worker's first group join takes ~10 s)."""
 POLL_SECONDS = 0.25
@@ -51,6 +54,8 @@ class PathResult:
     seconds: float | None
     """From the first progress seen to the last; None when everything arrived at once."""
     peak_rss_bytes: int | None
+    snapshot_seconds: float | None = None
+    """The worker's last snapshot build (the read model's, on its timer); None for the raw consumer."""
 
     @property
     def events_per_second(self) -> float | None:
@@ -291,6 +296,7 @@ def measure_worker(
     url = f"http://127.0.0.1:{port}/api/status"
     meter = Throughput()
     peak: int | None = None
+    snapshot_seconds: float | None = None
     started = time.monotonic()
     with running_process(command, env, log) as process:
         count = 0
@@ -302,6 +308,7 @@ def measure_worker(
             if status is not None:
                 count = judged(status)
                 meter.observe(now, count)
+                snapshot_seconds = status["runtime"].get("snapshot_seconds") or snapshot_seconds
             peak = peak_rss_bytes(process.pid) or peak
             if now - (meter.last_change or started) > STALL_SECONDS:
                 raise BenchError(
@@ -311,7 +318,7 @@ def measure_worker(
                 time.sleep(POLL_SECONDS)
         peak = peak_rss_bytes(process.pid) or peak
     seconds = meter.seconds()
-    return PathResult(meter.events_after_first_change() if seconds else count, seconds, peak)
+    return PathResult(meter.events_after_first_change() if seconds else count, seconds, peak, snapshot_seconds)
 
 
 def _tail(log: Path) -> str:

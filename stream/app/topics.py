@@ -1,4 +1,4 @@
-"""Topic names: the five inputs of DESIGN §3, the internal routing topic, and the outputs of §5."""
+"""Topic names: the five inputs, the internal routing topic, and the outputs."""
 
 from __future__ import annotations
 

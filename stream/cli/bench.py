@@ -90,16 +90,33 @@ def _mib(value: int | None) -> str:
     return ABSENT if value is None else f"{value / 2**20:,.0f} MiB"
 
 
+def _ms(seconds: float | None) -> str:
+    return ABSENT if seconds is None else f"{seconds * 1000:,.0f} ms"
+
+
 def print_results(results: list[ShapeResult], console: Console) -> None:
-    """One row per input shape; peak RSS is each process's high-water mark (VmHWM)."""
+    """One row per input shape; peak RSS is each process's high-water mark (VmHWM); targets under the table."""
+    from stream.bench import TARGET_RATIO, TARGET_WORKER_RSS_BYTES
+
     table = Table(
         title="leadlag bench: events/s from first to last progress; ratio = worker / raw", title_justify="left"
     )
-    columns = ("events/msg", "events", "raw ev/s", "raw RSS", "worker ev/s", "worker RSS", "ratio")
+    columns = (
+        "events/msg",
+        "events",
+        "raw ev/s",
+        "raw RSS",
+        "worker ev/s",
+        "worker RSS",
+        "snapshot",
+        "ratio",
+        "target",
+    )
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for result in results:
         worker = result.worker
+        target = TARGET_RATIO.get(result.envelope_size)
         table.add_row(
             f"{result.envelope_size:,}",
             f"{result.events:,}",
@@ -107,6 +124,13 @@ def print_results(results: list[ShapeResult], console: Console) -> None:
             _mib(result.raw.peak_rss_bytes),
             _rate(worker.events_per_second if worker else None),
             _mib(worker.peak_rss_bytes if worker else None),
+            _ms(worker.snapshot_seconds if worker else None),
             ABSENT if result.ratio is None else f"{result.ratio:.2g}×",
+            ABSENT if target is None else f"≥ {target:g}×",
         )
     console.print(table)
+    console.print(
+        f"worker peak RSS target: ≤ {_mib(TARGET_WORKER_RSS_BYTES)}; snapshot = the worker's last snapshot build "
+        "(built on a timer, never on a request)",
+        highlight=False,
+    )

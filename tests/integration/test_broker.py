@@ -125,7 +125,7 @@ def test_the_broker_command_serves_until_sigterm_then_exits_0_and_frees_its_port
     assert port_is_free(free_port)
 
 
-# -- topic administration (DESIGN §2.5) ---------------------------------------------------------
+# -- topic administration -----------------------------------------------------------------------
 
 
 async def test_ensure_topics_creates_every_missing_topic_with_its_partition_count(

@@ -1,6 +1,6 @@
 """The embedded broker lists end offsets wrong after multi-record batches; the adapter gives Faust true ones.
 
-DESIGN §2.1. The quirk itself is asserted too, so that this file documents it and
+The quirk itself is asserted too, so that this file documents it and
 notices the day a new broker version stops needing the adapter.
 """
 
@@ -27,7 +27,7 @@ from tests.integration.processes import stop_group
 pytestmark = pytest.mark.integration
 
 FAUST_DEADLINE_SECONDS = 90.0
-"""Generous: a worker joins the embedded broker in about 9 s (DESIGN §2.2), CI has 2 cores."""
+"""Generous: a worker joins the embedded broker in about 9 s, CI has 2 cores."""
 
 
 async def produce_batches(bootstrap: str, topic: str, batches: int, records_per_batch: int) -> None:
@@ -128,7 +128,7 @@ def test_install_after_the_consumer_exists_is_refused() -> None:
         tansu.install(app)
 
 
-# -- the proof DESIGN §2.1 asks for: table recovery into an empty store -------------------------------
+# -- the proof: table recovery into an empty store --------------------------------------------------
 
 COUNTER_APP = '''
 """A Faust worker counting messages of one key in a table (memory store, changelog topic)."""

@@ -222,6 +222,9 @@ def test_bad_input_goes_to_the_dead_letter_with_its_reason_and_the_good_events_a
         counts = worker.status()["input"]
         assert counts["accepted"] == len(good)
         assert counts["invalid"] + counts["rejected"] == len(bad) + 1
+        sessions = ("leadlag_sessions", (("channel", "all"), ("window", "30d")))
+        # /metrics reads the snapshot the worker builds about once a second, never one built for the scrape
+        wait_until(lambda: samples(worker.base).get(sessions) == len(good), 30, "the next snapshot", worker.log)
         metrics = samples(worker.base)
         assert metrics[("leadlag_sessions", (("channel", "all"), ("window", "30d")))] == len(good)
         dead_letters_counted = sum(v for (name, _), v in metrics.items() if name == "leadlag_deadletters_total")

@@ -1,0 +1,113 @@
+"""The read model: the snapshot every view, `/metrics` and the snapshot topic read, built on a timer.
+
+A snapshot is computed from the totals (`stream.core.snapshot.build_snapshot`)
+by `ReadModel.refresh`, which a timer calls about once a second; a scrape or a
+request never builds one, it reads the last one built. A build runs only when
+the totals may have changed since the last one (or the clock is the wall
+clock), and never more often than `BUILD_SHARE` of the event loop's time
+allows: a build that took 40 ms waits at least 0.4 s for the next. The JSON of
+`/api/snapshot` is serialized once per build, and every other snapshot view the
+first time it is asked for after a build.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.snapshot import InputCounts, Snapshot
+from stream import views
+from stream.core.policy import Policy
+from stream.core.snapshot import build_snapshot
+from stream.core.totals import Totals
+from stream.metrics import RuntimeStats
+
+REFRESH_SECONDS = 1.0
+"""How often the timer asks for a build."""
+BUILD_SHARE = 0.1
+"""At most this share of the event loop's time goes to building snapshots."""
+UNCACHED_ROUTES = frozenset({"status", "alerts"})
+"""Views that read the worker's live runtime too: answered afresh each time (they are cheap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a snapshot is built from: the totals, the as-of and first event instants, the input counts."""
+
+    totals: Totals
+    as_of_ms: int | None
+    earliest_ms: int | None
+    input: InputCounts
+
+
+class ReadModel:
+    """The last snapshot built, its JSON, and the views answered from it."""
+
+    __slots__ = (
+        "_facts",
+        "_last_version",
+        "_responses",
+        "_version",
+        "build_seconds",
+        "built_at",
+        "policy",
+        "snapshot",
+    )
+
+    def __init__(self, policy: Policy, version: Callable[[], int | None], facts: Callable[[], Facts]) -> None:
+        """`version()` moves whenever the totals may have changed, and is None while there is nothing
+        consistent to show (the worker is recovering); `facts()` gathers what a build needs."""
+        self.policy = policy
+        self._version = version
+        self._facts = facts
+        self._last_version: int | None = None
+        self.snapshot: Snapshot | None = None
+        self.built_at = 0.0
+        self.build_seconds = 0.0
+        self._responses: dict[str, tuple[int, bytes]] = {}
+
+    def refresh(self, *, always: bool = False) -> bool:
+        """Build a new snapshot if one is due and the facts changed (`always`: even if not); True if built."""
+        now = time.monotonic()
+        if now - self.built_at < self.build_seconds / BUILD_SHARE:
+            return False
+        version = self._version()
+        if version is None:
+            self.clear()
+            return False
+        if version == self._last_version and not always and self.snapshot is not None:
+            return False
+        started = time.perf_counter()
+        facts = self._facts()
+        snapshot = build_snapshot(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy, facts.input)
+        self._responses = {"api/snapshot": views.snapshot_view(snapshot, None)}
+        self.snapshot = snapshot
+        self._last_version = version
+        self.build_seconds = time.perf_counter() - started
+        self.built_at = time.monotonic()
+        return True
+
+    def clear(self) -> None:
+        """Forget the snapshot (its totals no longer describe what the worker owns)."""
+        self.snapshot = None
+        self._responses = {}
+        self._last_version = None
+
+    def current(self) -> Snapshot | None:
+        return self.snapshot
+
+    def respond(self, path: str, runtime: RuntimeStats) -> tuple[int, bytes]:
+        """The status and JSON body of the view at `path`, from the last snapshot built."""
+        parts = [part for part in path.split("?", 1)[0].split("/") if part]
+        route = "/".join(parts)
+        if len(parts) < 2 or parts[1] in UNCACHED_ROUTES:
+            return views.view(path, self.current, runtime)
+        cached = self._responses.get(route)
+        if cached is not None:
+            return cached
+        snapshot = self.snapshot
+        response = views.view(path, snapshot, runtime)
+        if response[0] == 200 and snapshot is not None and snapshot is self.snapshot:
+            self._responses[route] = response
+        return response
