@@ -59,6 +59,7 @@ from stream.core.ledger import EntityState
 from stream.core.links import AccountLink, EntityKind, Item, Touch, VisitorLink
 from stream.core.revenue import AccountState, ContactTouch, SubscriptionChange
 from stream.core.traffic import KeptSession, VisitorState
+from stream.state.base import compact
 
 STATE_FORMAT_VERSION = 2
 """Bump when the state layout changes: stored states of another version are refused, not misread."""
@@ -365,8 +366,8 @@ def encode_state(state: EntityState) -> bytes:
         body = ["account", *state.to_wire()]
     else:
         body = ["channel", *state.to_wire()]
-    # orjson's bytes keep its whole write buffer (4 KB for a 150-byte state): kept bytes must be an exact copy
-    return memoryview(orjson.dumps([STATE_FORMAT_VERSION, *body], default=_default, option=_OPTIONS)).tobytes()
+    # exact size: states are kept as bytes by the hundred thousand (see stream.state.base.compact)
+    return compact(orjson.dumps([STATE_FORMAT_VERSION, *body], default=_default, option=_OPTIONS))
 
 
 def _visitor(body: list[Any]) -> VisitorState:

@@ -38,7 +38,7 @@ from stream.core.ledger import EntityState, Shard, rebuild_totals
 from stream.core.links import EntityKind, Item, entity_of
 from stream.core.policy import Policy
 from stream.core.totals import Totals
-from stream.state.base import BUCKET_PREFIX, PartitionStore, compact, counts_key, entity_key, marks_key
+from stream.state.base import BUCKET_PREFIX, PartitionStore, counts_key, entity_key, marks_key
 from stream.state.buckets import BucketTracker, load_totals
 
 log = logging.getLogger("leadlag.fold")
@@ -173,7 +173,7 @@ class PartitionState:
         totals, and the partition's marks and counts."""
         decoded = self.decoded
         records: dict[bytes, bytes | None] = {
-            entity_key(kind, key): compact(encode_state(decoded[(kind, key)])) for kind, key in self.dirty
+            entity_key(kind, key): encode_state(decoded[(kind, key)]) for kind, key in self.dirty
         }
         records.update(self.buckets.records(self.totals))
         self.buckets.clear()
