@@ -2,7 +2,12 @@
 PYTHON ?= python3
 DEMO_EVENTS ?= 200000
 
-.PHONY: install demo replay-demo test lint typecheck unit bench bench-replay bench-memory schemas
+.PHONY: tools install demo replay-demo test lint typecheck unit bench bench-replay bench-memory schemas
+
+# The system tools the tests run (promtool, prometheus, amtool, docker-compose): installed with
+# apt-get as root, otherwise a stop at once with the command to run.
+tools:
+	sh tests/ensure-tools.sh
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -28,7 +33,7 @@ typecheck:
 unit:
 	$(PYTHON) -m pytest
 
-test: install lint typecheck unit
+test: tools install lint typecheck unit
 
 bench: install
 	leadlag bench
