@@ -19,6 +19,7 @@ from schemas.alerts import AlertEvent
 from schemas.deadletter import DeadLetter
 from schemas.events import Event
 from schemas.snapshot import Snapshot
+from schemas.snapshot.series import Series
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -47,6 +48,11 @@ def generated() -> dict[str, dict[str, Any]]:
         ),
         "snapshot.schema.json": _with_id(
             Snapshot.model_json_schema(mode="serialization"), "snapshot.schema.json", "leadlag snapshot"
+        ),
+        "series.schema.json": _with_id(
+            Series.model_json_schema(mode="serialization"),
+            "series.schema.json",
+            "leadlag series: the hourly and daily leading indicators and the months' traffic (/api/series/*)",
         ),
         "alert.schema.json": _with_id(
             TypeAdapter(AlertEvent).json_schema(mode="serialization"),

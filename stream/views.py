@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.snapshot import Snapshot
+from schemas.snapshot.series import Series
 from stream.metrics import RuntimeStats
 
 JsonObject = dict[str, Any]
@@ -33,6 +34,9 @@ ROUTES: tuple[str, ...] = (
     "/api/divergence",
     "/api/alerts",
     "/api/cohorts",
+    "/api/series/hourly",
+    "/api/series/daily",
+    "/api/series/months",
 )
 
 
@@ -148,6 +152,36 @@ def cohorts_view(snapshot: Snapshot, part: str | None) -> Response:
     return ok({**header(snapshot), "cohorts": {name: dumped(c) for name, c in snapshot.lead_cohorts.items()}})
 
 
+SERIES_PARTS = ("hourly", "daily", "months")
+
+
+def series_responses(snapshot: Snapshot, series: Series) -> dict[str, Response]:
+    """The bodies of `/api/series/*`, built with the snapshot (the read model keeps them until the next build).
+
+    `months` puts each month's traffic next to the snapshot's revenue, funnel and acquisition of that month.
+    """
+    where = header(snapshot)
+    months = {
+        name: {"traffic": dumped(traffic), **(dumped(snapshot.months[name]) if name in snapshot.months else {})}
+        for name, traffic in series.months.items()
+    }
+    return {
+        "api/series/hourly": ok({**where, **dumped(series.hourly)}),
+        "api/series/daily": ok({**where, **dumped(series.daily)}),
+        "api/series/months": ok({**where, "months": months}),
+    }
+
+
+def series_view(snapshot: Snapshot, part: str | None) -> Response:
+    """Only reached when the read model has not built the series yet (they are built with each snapshot)."""
+    del snapshot
+    if part is None:
+        return ok({"series": [f"/api/series/{name}" for name in SERIES_PARTS]})
+    if part not in SERIES_PARTS:
+        return not_found(f"unknown series {part!r}", series=list(SERIES_PARTS))
+    return 503, dumps({"error": "no series yet: the worker is starting; try again in a few seconds"})
+
+
 _SNAPSHOT_ROUTES: dict[str, Callable[[Snapshot, str | None], Response]] = {
     "snapshot": snapshot_view,
     "windows": windows_view,
@@ -155,6 +189,7 @@ _SNAPSHOT_ROUTES: dict[str, Callable[[Snapshot, str | None], Response]] = {
     "revenue": revenue_view,
     "divergence": divergence_view,
     "cohorts": cohorts_view,
+    "series": series_view,
 }
 
 

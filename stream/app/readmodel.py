@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas.snapshot import InputCounts, Snapshot
+from schemas.snapshot.series import Series
 from stream import views
 from stream.core.policy import Policy
+from stream.core.series import build_series
 from stream.core.snapshot import build_snapshot
 from stream.core.totals import Totals
 from stream.metrics import RuntimeStats
@@ -52,6 +54,7 @@ class ReadModel:
         "build_seconds",
         "built_at",
         "policy",
+        "series",
         "snapshot",
     )
 
@@ -63,6 +66,8 @@ class ReadModel:
         self._facts = facts
         self._last_version: int | None = None
         self.snapshot: Snapshot | None = None
+        self.series: Series | None = None
+        """The hourly, daily and monthly series behind the page, built with the snapshot."""
         self.built_at = 0.0
         self.build_seconds = 0.0
         self._responses: dict[str, tuple[int, bytes]] = {}
@@ -81,8 +86,12 @@ class ReadModel:
         started = time.perf_counter()
         facts = self._facts()
         snapshot = build_snapshot(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy, facts.input)
-        self._responses = {"api/snapshot": views.snapshot_view(snapshot, None)}
-        self.snapshot = snapshot
+        series = build_series(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy)
+        self._responses = {
+            "api/snapshot": views.snapshot_view(snapshot, None),
+            **views.series_responses(snapshot, series),
+        }
+        self.snapshot, self.series = snapshot, series
         self._last_version = version
         self.build_seconds = time.perf_counter() - started
         self.built_at = time.monotonic()
@@ -91,6 +100,7 @@ class ReadModel:
     def clear(self) -> None:
         """Forget the snapshot (its totals no longer describe what the worker owns)."""
         self.snapshot = None
+        self.series = None
         self._responses = {}
         self._last_version = None
 
