@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from schemas.snapshot import Snapshot
 from schemas.snapshot.series import Series
+from stream.csvexport import months_csv
 from stream.metrics import RuntimeStats
 
 JsonObject = dict[str, Any]
@@ -169,6 +170,7 @@ def series_responses(snapshot: Snapshot, series: Series) -> dict[str, Response]:
         "api/series/hourly": ok({**where, **dumped(series.hourly)}),
         "api/series/daily": ok({**where, **dumped(series.daily)}),
         "api/series/months": ok({**where, "months": months}),
+        "api/months.csv": (200, months_csv(snapshot, series).encode()),
     }
 
 
@@ -182,6 +184,13 @@ def series_view(snapshot: Snapshot, part: str | None) -> Response:
     return 503, dumps({"error": "no series yet: the worker is starting; try again in a few seconds"})
 
 
+def months_csv_view(snapshot: Snapshot, part: str | None) -> Response:
+    """`/api/months.csv` before the read model built it (it is built with each snapshot)."""
+    if part is not None:
+        return not_found(f"no view at '/api/months.csv/{part}'")
+    return series_view(snapshot, "months")
+
+
 _SNAPSHOT_ROUTES: dict[str, Callable[[Snapshot, str | None], Response]] = {
     "snapshot": snapshot_view,
     "windows": windows_view,
@@ -190,6 +199,7 @@ _SNAPSHOT_ROUTES: dict[str, Callable[[Snapshot, str | None], Response]] = {
     "divergence": divergence_view,
     "cohorts": cohorts_view,
     "series": series_view,
+    "months.csv": months_csv_view,
 }
 
 

@@ -16,6 +16,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
+from stream.app.page import install_page
 from stream.views import ROUTES
 
 API_PATHS = ("/api", *ROUTES)
@@ -39,3 +40,4 @@ def install_pages(app: faust.App, registry: CollectorRegistry, respond: Responde
 
     for path in API_PATHS:
         page(path)
+    install_page(app, respond)

@@ -16,7 +16,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from schemas.snapshot import InputCounts, Snapshot
 from stream.cli.console import stderr
 from stream.cli.options import parse_instant
+from stream.core.series import build_series
 from stream.core.snapshot import build_snapshot
+from stream.csvexport import months_csv
 from stream.replay import BadInput, open_input, replay
 from stream.settings import SettingsError, load_settings
 
@@ -24,6 +26,7 @@ from stream.settings import SettingsError, load_settings
 class OutputFormat(StrEnum):
     JSON = "json"
     TABLE = "table"
+    CSV = "csv"
 
 
 def replay_command(
@@ -37,7 +40,8 @@ def replay_command(
         ),
     ] = None,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="json: the full snapshot; table: a summary.")
+        OutputFormat,
+        typer.Option("--format", help="json: the full snapshot; table: a summary; csv: one row per month."),
     ] = OutputFormat.JSON,
     fx_rate: Annotated[
         list[str] | None,
@@ -125,6 +129,9 @@ def replay_command(
     snapshot_ms = (time.perf_counter() - snapshot_started) * 1000
     if output_format is OutputFormat.JSON:
         sys.stdout.buffer.write(snapshot_json(snapshot) + b"\n")
+    elif output_format is OutputFormat.CSV:
+        series = build_series(ledger.totals(), as_of_ms, ledger.earliest_ms, policy)
+        sys.stdout.buffer.write(months_csv(snapshot, series).encode())
     else:
         from stream.cli.tables import print_snapshot
 

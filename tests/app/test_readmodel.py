@@ -43,6 +43,10 @@ def test_series_views_are_built_with_the_snapshot_and_not_per_request() -> None:
     assert months["2026-12"]["revenue"]["month"] == "2026-12"
     assert "funnel" in months["2026-12"]
     assert model.respond("/api/series/weekly", runtime)[0] == 404
+    status, csv_body = model.respond("/api/months.csv", runtime)
+    assert status == 200
+    assert csv_body.decode().startswith("month,currency,sessions,unique_visitors,")
+    assert csv_body.decode().count("\r\n") == 3
     assert builds == [1]
     assert model.series is not None
     assert model.series.as_of is not None
