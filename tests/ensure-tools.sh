@@ -2,13 +2,14 @@
 # The system tools the test suite runs, installed before anything else (the first step of `make test`).
 #
 # The tests check the shipped Prometheus rules, Alertmanager routes and compose file with the real
-# tools (promtool, prometheus, amtool, docker-compose) and never skip when one is missing. As root
+# tools (promtool, prometheus, amtool, docker-compose), open the worker's page in headless Chromium
+# (chromium, chromedriver), and never skip when one is missing. As root
 # with apt-get this installs what is missing from Debian's packages; otherwise it stops at once
 # with the command to run. Uses only POSIX sh, `id` and `apt-get`.
 set -eu
 
 # command:Debian package — each package's extra apt-get options follow in `install`
-TOOLS="promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager docker-compose:docker-compose"
+TOOLS="promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver"
 
 missing=""
 packages=""

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "ensure-tools.sh"
-TOOLS = ("promtool", "prometheus", "amtool", "docker-compose")
-PACKAGES = "prometheus prometheus-alertmanager docker-compose"
+TOOLS = ("promtool", "prometheus", "amtool", "docker-compose", "chromium", "chromedriver")
+PACKAGES = "prometheus prometheus-alertmanager docker-compose chromium chromium-driver"
 
 
 def stand_in(bin_dir: Path, name: str, body: str = "exit 0") -> None:
@@ -51,8 +51,11 @@ def test_a_user_who_cannot_install_gets_the_command_at_once(tmp_path: Path) -> N
     result, seconds = run(tmp_path)
 
     assert result.returncode == 1
-    assert "missing system tools: amtool docker-compose" in result.stderr
-    assert "apt-get install -y --no-install-recommends prometheus-alertmanager docker-compose" in result.stderr
+    assert "missing system tools: amtool docker-compose chromium chromedriver\n" in result.stderr
+    assert (
+        "apt-get install -y --no-install-recommends prometheus-alertmanager docker-compose chromium chromium-driver'"
+        in result.stderr
+    )
     assert not (tmp_path / "apt-get-ran").exists()
     assert seconds < 5
 
