@@ -178,6 +178,7 @@ def demo_command(
         }
         stderr.print(
             f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"
+            f"live page:  {base}/\n"
             f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  {base}/api/alerts\n"
             "Ctrl-C stops everything.",
             highlight=False,

@@ -10,6 +10,7 @@ Screenshots are saved under `build/screenshots/` (gitignored) as test artifacts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import shutil
@@ -85,9 +86,13 @@ def headless_chromium() -> Iterator[Any]:
 
 
 def full_page_screenshot(driver: Any, path: Path) -> None:
+    """The whole page, and its upper part scaled to 3/4 (the README's picture, docs/live-page.png)."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1366, min(int(height) + 140, 4000))
     driver.save_screenshot(str(path))
+    clip = {"x": 0, "y": 0, "width": 1366, "height": 1480, "scale": 0.75}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": clip})
+    path.with_name(path.stem + "-readme.png").write_bytes(base64.b64decode(shot["data"]))
     driver.set_window_size(1366, 900)
 
 
