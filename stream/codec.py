@@ -36,9 +36,9 @@ from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from schemas.channels import Channel
+from schemas.channels import UNKNOWN_CHANNEL, Channel
 from schemas.events import (
     BillingInterval,
     FormFill,
@@ -325,8 +325,14 @@ _DECODE_LINK: dict[str, Callable[[list[Any]], Item]] = {
 _LINK_DECODERS: dict[int, Callable[[list[Any]], Item]] = {LINK_TAGS.index(tag): _DECODE_LINK[tag] for tag in LINK_TAGS}
 
 
-def decode_items(data: bytes) -> list[Item]:
-    """The items of one internal-topic message, equal to those encoded; `CodecError` if it is not one."""
+def decode_items(data: bytes, *, validate: bool = False) -> list[Item]:
+    """The items of one internal-topic message, equal to those encoded; `CodecError` if it is not one.
+
+    `validate`: hold each item to the event contract (`validated_items`), for a topic anyone with write
+    access could write to; `InvalidItem` names the first that breaks it.
+    """
+    if validate:
+        return validated_items(decode_items(data))
     payload = _payload(data, "internal-topic message", ITEMS_FORMAT_VERSION, _ITEMS_REMEDY)
     events, links, type_index = _DECODE_EVENT, _LINK_DECODERS, _TYPE_INDEX
     index = 0
@@ -343,6 +349,59 @@ def decode_items(data: bytes) -> list[Item]:
         raise CorruptPayload(
             f"internal-topic message: item {index} is not a leadlag item ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+class InvalidItem(CorruptPayload):
+    """A routed item that decodes but breaks the event contract or a link's shape: leadlag did not write it."""
+
+
+TS_MS_RANGE = (0, 4_102_444_800_000)
+"""Instants a link may carry: 1970 up to 2100 (a datetime outside would break the read side)."""
+ID_LENGTH = (1, 256)
+NAME_LENGTH = 200
+_CHANNEL_VALUES = frozenset({*_CHANNELS, UNKNOWN_CHANNEL})
+
+
+def validated_items(items: list[Item]) -> list[Item]:
+    """The items as the contract validates them: each event through its pydantic model again, in strict mode
+    (the model's output is what is folded, so a decoded value of the wrong type never reaches a reducer), each
+    link field by field (type, id length, known channel, capped campaign, plausible instant); `InvalidItem`
+    otherwise.
+    """
+    checked: list[Item] = []
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, BaseModel):
+                checked.append(EVENT_CLASSES[item.__dict__["type"]].model_validate(item.__dict__, strict=True))
+            else:
+                _check_link(item)
+                checked.append(item)
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            what = type(item).__name__
+            detail = exc.errors(include_url=False, include_input=False)[:3] if isinstance(exc, ValidationError) else exc
+            raise InvalidItem(f"internal-topic message: item {index} ({what}) breaks the contract: {detail}") from exc
+    return checked
+
+
+def _check_link(link: Item) -> None:
+    for field in dataclasses.fields(link):  # type: ignore[arg-type]
+        value = getattr(link, field.name)
+        if field.name.endswith("_id"):
+            if type(value) is not str or not ID_LENGTH[0] <= len(value) <= ID_LENGTH[1]:
+                raise ValueError(f"{field.name}: not an id of 1-256 characters")
+        elif field.name.endswith("_ms"):
+            if value is None and field.name == "first_touch_ms":
+                continue
+            if type(value) is not int or not TS_MS_RANGE[0] <= value < TS_MS_RANGE[1]:
+                raise ValueError(f"{field.name}: not an instant in epoch milliseconds")
+        elif field.name == "channel":
+            if value not in _CHANNEL_VALUES:
+                raise ValueError("channel: not a known channel")
+        elif field.name == "campaign":
+            if value is not None and (type(value) is not str or len(value) > NAME_LENGTH):
+                raise ValueError("campaign: not a name of at most 200 characters")
+        else:
+            raise ValueError(f"{field.name}: a field the codec does not know how to check")
 
 
 # -- entity states (table values) -------------------------------------------------------

@@ -91,6 +91,12 @@ class RuntimeStats:
     """The input counters as they stand (no snapshot needed): what `/api/status` reports."""
     as_of: datetime | None = None
     """The instant the next snapshot will describe."""
+    not_ready: tuple[tuple[str, str], ...] | None = None
+    """The readiness conditions that do not hold, as (condition, reason); None where nobody judged them."""
+    snapshot_failures: int = 0
+    """Snapshot builds that raised (the last good snapshot kept being served)."""
+    publish_failures: int = 0
+    """Publications of the snapshot and alert topics that failed (the worker kept running)."""
 
 
 def _gauge(name: str, help: str, *labels: str) -> MetricSpec:
@@ -272,6 +278,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _gauge("leadlag_partitions_assigned", "Partitions of the entity table this worker owns."),
     _gauge("leadlag_snapshot_computation_seconds", "How long the last snapshot took to compute."),
     _gauge("leadlag_worker_start_time_seconds", "When the worker started, Unix seconds."),
+    _gauge("leadlag_ready", "1 while the worker is ready (see /readyz), else 0."),
+    _counter("leadlag_snapshot_failures_total", "Snapshot builds that failed; the last good snapshot is served."),
+    _counter("leadlag_publish_failures_total", "Publications to the snapshot and alert topics that failed."),
 )
 
 _SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOGUE}
@@ -594,3 +603,11 @@ def add_runtime(f: _Families, runtime: RuntimeStats) -> None:
     f.add("leadlag_snapshot_computation_seconds", runtime.snapshot_seconds)
     if runtime.started_at:
         f.add("leadlag_worker_start_time_seconds", runtime.started_at)
+    f.add("leadlag_ready", int(is_ready(runtime)))
+    f.add("leadlag_snapshot_failures_total", runtime.snapshot_failures)
+    f.add("leadlag_publish_failures_total", runtime.publish_failures)
+
+
+def is_ready(runtime: RuntimeStats) -> bool:
+    """Ready as `/readyz` says: not recovering, and no readiness condition missing."""
+    return not runtime.recovering and not runtime.not_ready

@@ -148,6 +148,23 @@ class Settings(BaseSettings):
         description="'event': windows end at the newest event time seen; 'wall': at the current time.",
     )
 
+    # -- HTTP and outputs --------------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="When set, the JSON views and /metrics require 'Authorization: Bearer <token>' "
+        "(/healthz and /readyz stay open for probes). Off by default: the worker binds loopback.",
+    )
+    output_message_bytes: Annotated[int, Field(ge=64 * 1024, le=4 * 1024 * 1024)] = Field(
+        default=1_000_000,
+        description="The largest snapshot or alert message the worker publishes; a larger one is split by key "
+        "or capped. The default fits Kafka's default message.max.bytes (1 MiB).",
+    )
+    send_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=6,
+        description="Tries of an output send (dead letters, routed items, snapshots) before the worker stops "
+        "with a clear message; the waits between tries double from 0.5 s.",
+    )
+
     @field_validator("fx_rates", mode="before")
     @classmethod
     def _fx_rates(cls, value: object) -> object:

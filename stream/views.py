@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from schemas.snapshot import Snapshot
 from schemas.snapshot.series import Series
 from stream.csvexport import months_csv
-from stream.metrics import RuntimeStats
+from stream.metrics import RuntimeStats, is_ready
 
 JsonObject = dict[str, Any]
 Response = tuple[int, bytes]
@@ -53,7 +53,8 @@ def view(path: str, snapshot: Snapshot | Callable[[], Snapshot | None] | None, r
         return not_found(f"no view at {path!r}")
     route = parts[1:]
     if route == ["status"]:
-        return ok(status_body(None if runtime.input is not None else read(), runtime))
+        status = status_body(None if runtime.input is not None else read(), runtime)
+        return (200 if status["ready"] else 503), dumps(status)
     if route == ["alerts"]:
         return ok(alerts_body(read(), runtime))
     if route in ([], ["routes"]):
@@ -207,7 +208,8 @@ def status_body(snapshot: Snapshot | None, runtime: RuntimeStats) -> JsonObject:
     """Input counts, the worker's runtime statistics and the as-of instant: what a benchmark or a probe polls.
 
     The counts and as-of come from `runtime` when it carries them (the worker's live counters), else from
-    `snapshot`. `ready` is false while there are none or the worker recovers its tables; `input` is then null.
+    `snapshot`. `ready` is false while there are none, while the worker recovers its tables, or while any
+    readiness condition does not hold (`not_ready` lists them, as `/readyz` does); the view then answers 503.
     """
     if runtime.input is not None:
         as_of = None if runtime.as_of is None else runtime.as_of.isoformat().replace("+00:00", "Z")
@@ -217,8 +219,14 @@ def status_body(snapshot: Snapshot | None, runtime: RuntimeStats) -> JsonObject:
         where, counts = header(snapshot), dumped(snapshot.input)
     else:
         where, counts = {"as_of": None, "reporting_currency": None}, None
+    missing = [] if runtime.not_ready is None else [{"condition": c, "reason": r} for c, r in runtime.not_ready]
+    if runtime.recovering and not any(m["condition"] == "recovery" for m in missing):
+        missing.append({"condition": "recovery", "reason": "the worker is recovering its tables"})
+    if counts is None and not missing:
+        missing.append({"condition": "snapshot", "reason": "no input counts or snapshot yet"})
     return {
-        "ready": counts is not None and not runtime.recovering,
+        "ready": counts is not None and is_ready(runtime),
+        "not_ready": missing,
         **where,
         "input": counts,
         "runtime": runtime_body(runtime),
@@ -239,6 +247,8 @@ def runtime_body(runtime: RuntimeStats) -> JsonObject:
         "recovering": runtime.recovering,
         "partitions_assigned": runtime.partitions_assigned,
         "snapshot_seconds": runtime.snapshot_seconds,
+        "snapshot_failures": runtime.snapshot_failures,
+        "publish_failures": runtime.publish_failures,
         "started_at": (
             datetime.fromtimestamp(runtime.started_at, tz=UTC).isoformat().replace("+00:00", "Z")
             if runtime.started_at

@@ -340,8 +340,22 @@ def test_without_a_snapshot_only_the_runtime_statistics_are_exposed() -> None:
         "leadlag_partitions_assigned",
         "leadlag_snapshot_computation_seconds",
         "leadlag_worker_start_time_seconds",
+        "leadlag_ready",
+        "leadlag_snapshot_failures_total",
+        "leadlag_publish_failures_total",
     }
     assert scrape.value("leadlag_recovery_in_progress") == 1
+    assert scrape.value("leadlag_ready") == 0
+
+
+def test_readiness_and_the_failures_the_worker_survived_are_exposed() -> None:
+    """A failed snapshot build or publication never stops the worker: it is counted here instead."""
+    runtime = RuntimeStats(not_ready=(("broker", "silent"),), snapshot_failures=3, publish_failures=2)
+    scrape = Scrape(None, runtime)
+    assert scrape.value("leadlag_ready") == 0
+    assert scrape.value("leadlag_snapshot_failures_total") == 3
+    assert scrape.value("leadlag_publish_failures_total") == 2
+    assert Scrape(None, RuntimeStats(not_ready=())).value("leadlag_ready") == 1
 
 
 def test_registering_the_collector_computes_no_snapshot_and_claims_every_catalogued_name() -> None:

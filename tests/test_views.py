@@ -113,13 +113,17 @@ def test_status_has_the_input_counts_a_benchmark_polls_and_the_runtime_statistic
         "recovering": False,
         "partitions_assigned": 4,
         "snapshot_seconds": 0.25,
+        "snapshot_failures": 0,
+        "publish_failures": 0,
         "started_at": "2026-11-23T08:00:00Z",
     }
+    assert status["not_ready"] == []
 
 
 def test_before_the_first_snapshot_status_says_not_ready_and_the_data_views_answer_503() -> None:
-    status = body("/api/status", None, RuntimeStats(recovering=True))
+    status = body("/api/status", None, RuntimeStats(recovering=True), status=503)
     assert status["ready"] is False
+    assert [m["condition"] for m in status["not_ready"]] == ["recovery"]
     assert status["input"] is None
     assert status["runtime"]["recovering"] is True
     answer = body("/api/windows/1h", None, status=503)
@@ -288,3 +292,16 @@ def test_divergence_and_cohort_views_equal_their_metrics(simulated: Snapshot) ->
                 assert scrape.absent("leadlag_cohort_conversion_ratio", **labels)
             else:
                 assert scrape.value("leadlag_cohort_conversion_ratio", **labels) == pytest.approx(ratio)
+
+
+def test_status_answers_503_naming_each_readiness_condition_that_does_not_hold(small: Snapshot) -> None:
+    """A probe reads the code, an operator the reasons: the same list `/readyz` gives."""
+    not_ready = (("broker", "the broker has not answered for 21 s"), ("lag", "not known yet"))
+    status = body("/api/status", small, RuntimeStats(not_ready=not_ready), status=503)
+    assert status["ready"] is False
+    assert status["not_ready"] == [
+        {"condition": "broker", "reason": "the broker has not answered for 21 s"},
+        {"condition": "lag", "reason": "not known yet"},
+    ]
+    assert status["input"]["accepted"] == 14  # the counts are still there, for a person looking
+    assert body("/api/status", small, RuntimeStats(not_ready=()))["ready"] is True

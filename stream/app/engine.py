@@ -76,11 +76,12 @@ from stream.app.admin import ENTITIES_TABLE, bootstrap_servers, changelog_topic,
 from stream.app.assignor import CopartitionedAssignor
 from stream.app.fold import Fold, Outbox, PartitionState, Tally
 from stream.app.intake import Intake, Origin, dead_letter
+from stream.app.outputs import UNRETRIABLE, send_with_retry, shrunk_dead_letter, split_to_fit
 from stream.app.placement import entity_partition
 from stream.app.sensors import FaustSensors
 from stream.app.topics import Topics
-from stream.codec import CodecError, decode_items, encode_items
-from stream.core.links import Item, entity_of
+from stream.codec import CodecError, InvalidItem, decode_items, encode_items
+from stream.core.links import entity_of
 from stream.core.policy import Policy
 from stream.settings import Settings
 from stream.state.base import StateBackend
@@ -97,6 +98,8 @@ STEP_EVENTS = 20_000
 STEP_MESSAGES = 100
 """Messages judged between two looks at the step's size."""
 ROUTED_ITEMS_PER_MESSAGE = 500
+ROUTED_BYTES = 900_000
+"""Routed messages are also cut below this size (Kafka's default message limit is 1 MiB)."""
 """Items per `leadlag.entities` message (keeps a message far below the broker's size limit)."""
 MAX_PARTITION_FETCH_BYTES = 256 * 1024
 FETCH_MAX_BYTES = 4 * 1024 * 1024
@@ -110,6 +113,8 @@ EMBEDDED_GROUP_TIMEOUTS_MS = {
 }
 """With these the embedded broker's first join takes seconds; with larger ones, half a minute to two."""
 FATAL_EXIT = 70
+LAG_TIMEOUT_SECONDS = 10.0
+"""A lag measurement the broker has not answered by then counts as failed (readiness: `broker`)."""
 
 
 class RuntimeCounts:
@@ -163,12 +168,20 @@ class Engine(Service):
         """Moves whenever the totals may have changed: the read model rebuilds only then."""
         self.committed: dict[TopicPartition, int] = {}
         self.lag: dict[tuple[str, int], int] = {}
+        # readiness (stream.app.health): what the group, the broker and the lag timer last said
+        self.assignment_received = False
+        self.rebalancing = False
+        self.broker_seen_at: float | None = None
+        """When a request to the broker last succeeded (monotonic seconds)."""
+        self.lag_measured = False
+        """Whether the lag of the current assignment has been measured."""
         self._assigned: set[TopicPartition] | None = None
         self._stopping = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._changelog: Changelog | None = None
+        self._send_error: BaseException | None = None
         self.sensors: FaustSensors | None = None
         """Faust's runtime metrics, fed a step at a time (set by the worker once its web pages exist)."""
 
@@ -272,12 +285,16 @@ class Engine(Service):
     # -- rebalance ------------------------------------------------------------------------
     async def on_revoked(self) -> None:
         """Wait for the step in progress (it commits what it read); states stay until the next assignment."""
+        self.rebalancing = True
         async with self.lock:
             self.recovering = True
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned = assigned
         self.recovering = True
+        self.assignment_received = True
+        self.rebalancing = False
+        self.lag_measured = False
 
     async def _recover(self) -> None:
         """Own exactly the newly assigned partitions, each caught up with its changelog."""
@@ -302,6 +319,7 @@ class Engine(Service):
         self.committed = {tp: offset for tp, offset in self.committed.items() if tp in assigned}
         self.counts.rebalances += 1
         self.version += 1
+        self.broker_seen_at = time.monotonic()
         self.recovering = False
         log.info(
             "partitions %s: %d changelog records caught up in %.2f s (partitions read afresh: %s)",
@@ -404,10 +422,11 @@ class Engine(Service):
             origin = Origin(tp.topic, tp.partition, record.offset)
             raw = record.value or b""
             try:
-                items = decode_items(raw)
-            except CodecError as exc:  # written by another leadlag release, or damaged: keep it, explain, go on
-                reason = f"internal error: undecodable routed batch: {exc}"
-                self.counts.deadletters["internal_error"] += 1
+                items = decode_items(raw, validate=True)
+            except CodecError as exc:  # another release, damaged, or not leadlag's: never folded, explained
+                invalid = isinstance(exc, InvalidItem)
+                reason = f"internal error: {'invalid' if invalid else 'undecodable'} routed batch: {exc}"
+                self.counts.deadletters["internal_invalid" if invalid else "internal_error"] += 1
                 (parts[tp.partition].tally if tp.partition in parts else self.unowned).rejected += 1
                 outbox.dead_letters.append((tp.partition, dead_letter(raw, reason, origin, None)))
                 continue
@@ -422,20 +441,65 @@ class Engine(Service):
         return read
 
     async def _send(self, outbox: Outbox) -> None:
-        """Send the step's routed items and dead letters; return once the broker acknowledged them all."""
+        """Send the step's routed items and dead letters; return once the broker acknowledged them all.
+
+        Each message is tried `LEADLAG_SEND_ATTEMPTS` times with doubling waits; then the worker stops with
+        a clear message (`stream.app.outputs`): the step's input is not committed, so nothing is lost. A
+        dead letter the broker refuses as too large is sent again without its original bytes.
+        """
+        entities, deadletter = self.topics.entities, self.topics.deadletter
+        pending: list[tuple[str, int, bytes]] = [
+            (entities, target, value)
+            for target, items in outbox.routed.items()
+            for start in range(0, len(items), ROUTED_ITEMS_PER_MESSAGE)
+            for value in split_to_fit(items[start : start + ROUTED_ITEMS_PER_MESSAGE], encode_items, ROUTED_BYTES)
+        ]
+        pending.extend((deadletter, partition, letter) for partition, letter in outbox.dead_letters)
+        if not pending:
+            return
+        sent = len(pending)
+        letters = len(outbox.dead_letters)
+
+        async def attempt() -> None:
+            nonlocal pending
+            pending = await self._send_once(pending)
+            if pending:
+                raise self._send_error or RuntimeError("not acknowledged")
+
+        await send_with_retry(attempt, f"{sent} routed messages and dead letters", self.settings.send_attempts)
+        if self.sensors is not None:
+            self.sensors.sent({entities: sent - letters, deadletter: letters})
+
+    async def _send_once(self, messages: list[tuple[str, int, bytes]]) -> list[tuple[str, int, bytes]]:
+        """Send every message once; the ones not acknowledged (`_send_error` holds the last error)."""
         producer = self.producer
-        delivered: list[asyncio.Future[Any]] = []
-        for target, items in outbox.routed.items():
-            for start in range(0, len(items), ROUTED_ITEMS_PER_MESSAGE):
-                chunk: list[Item] = items[start : start + ROUTED_ITEMS_PER_MESSAGE]
-                delivered.append(await producer.send(self.topics.entities, encode_items(chunk), partition=target))
-        for partition, letter in outbox.dead_letters:
-            delivered.append(await producer.send(self.topics.deadletter, letter, partition=partition))
-        if delivered:
-            await asyncio.gather(*delivered)
-            if self.sensors is not None:
-                letters = len(outbox.dead_letters)
-                self.sensors.sent({self.topics.entities: len(delivered) - letters, self.topics.deadletter: letters})
+        deadletter = self.topics.deadletter
+        futures: list[asyncio.Future[Any] | BaseException] = []
+        for topic, partition, value in messages:
+            try:
+                futures.append(await producer.send(topic, value, partition=partition))
+            except UNRETRIABLE as exc:
+                if topic != deadletter:
+                    raise
+                shrunk = shrunk_dead_letter(value, type(exc).__name__)
+                futures.append(await producer.send(topic, shrunk, partition=partition))
+            except Exception as exc:  # kept for the retry; never logged with the message
+                futures.append(exc)
+        waiting = [f for f in futures if not isinstance(f, BaseException)]
+        outcomes = iter(await asyncio.gather(*waiting, return_exceptions=True))
+        failed: list[tuple[str, int, bytes]] = []
+        for message, future in zip(messages, futures, strict=True):
+            outcome = future if isinstance(future, BaseException) else next(outcomes)
+            if not isinstance(outcome, BaseException):
+                continue
+            topic, partition, value = message
+            if isinstance(outcome, UNRETRIABLE) and topic == deadletter:
+                message = (topic, partition, shrunk_dead_letter(value, type(outcome).__name__))
+            elif isinstance(outcome, UNRETRIABLE):
+                raise outcome
+            self._send_error = outcome
+            failed.append(message)
+        return failed
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         started = time.perf_counter()
@@ -463,11 +527,17 @@ class Engine(Service):
         if self.recovering or self._consumer is None or self._reader is None:
             return
         try:
-            self.lag = await tansu.consumer_lag(
-                self._reader, self._consumer.assignment(), dict(self.committed), embedded=self.embedded
+            self.lag = await asyncio.wait_for(
+                tansu.consumer_lag(
+                    self._reader, self._consumer.assignment(), dict(self.committed), embedded=self.embedded
+                ),
+                LAG_TIMEOUT_SECONDS,
             )
-        except Exception as exc:
-            log.debug("consumer lag not measured this time: %s", exc)
+        except Exception as exc:  # the broker did not answer: readiness says so once this lasts
+            log.debug("consumer lag not measured this time: %s: %s", type(exc).__name__, exc)
+            return
+        self.broker_seen_at = time.monotonic()
+        self.lag_measured = not self.recovering
 
 
 def runs_in_time_order(

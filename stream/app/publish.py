@@ -4,7 +4,10 @@ Every `snapshot_interval_seconds` the worker publishes the last snapshot the
 read model built (compacted topic, key = window, `revenue:now` or month) and
 judges the alerts: divergence verdicts come with the snapshot; the others
 (consumer lag, dead letters, the data checks) are held for their `for:`
-durations and published only when they change state.
+durations and published only when they change state. Every message fits
+`LEADLAG_OUTPUT_MESSAGE_BYTES` (`stream.app.outputs.fit`) and is acknowledged
+before the next is sent; a publication that fails is logged and counted by the
+worker, which keeps running (docs/architecture.md, "Outputs").
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from schemas.alerts import CheckVerdict
 from schemas.snapshot import Snapshot
+from stream.app.outputs import fit, send_with_retry
 from stream.app.topics import Topics
 from stream.core.checks import check_transitions, data_checks, hold, recent_increase, worker_checks
 from stream.core.divergence import alert_transitions
@@ -27,14 +32,22 @@ from stream.core.policy import Policy
 log = logging.getLogger("leadlag.publish")
 
 MONTHS_PUBLISHED = 12
+SEND_ATTEMPTS = 3
+"""Tries of one publication: the timer publishes again soon, so a failure is retried there too."""
 
 
 class Publisher:
     """Snapshot and alert topics, and the alert verdicts held between publications."""
 
-    def __init__(self, topics: Topics, policy: Policy) -> None:
+    def __init__(
+        self, topics: Topics, policy: Policy, message_bytes: int = 1_000_000, attempts: int = SEND_ATTEMPTS
+    ) -> None:
         self.topics = topics
         self.policy = policy
+        self.message_bytes = message_bytes
+        """The largest message published (LEADLAG_OUTPUT_MESSAGE_BYTES)."""
+        self.attempts = attempts
+        self._noted: set[str] = set()
         self.checks: list[CheckVerdict] = []
         """The latest verdicts of the alerts besides divergence, held for their `for:` durations."""
         self._alert_state: dict[str, bool] = {}
@@ -55,17 +68,14 @@ class Publisher:
             return
         topic = self.topics.snapshots
         for window, metrics in snapshot.windows.items():
-            await producer.send(
-                topic, key=f"window:{window}".encode(), value=metrics.model_dump_json(exclude_none=True).encode()
-            )
-        await producer.send(topic, key=b"revenue:now", value=snapshot.revenue.model_dump_json().encode())
+            await self._send(producer, topic, f"window:{window}", metrics.model_dump(mode="json", exclude_none=True))
+        await self._send(producer, topic, "revenue:now", snapshot.revenue.model_dump(mode="json"))
         for month, month_metrics in list(snapshot.months.items())[-MONTHS_PUBLISHED:]:
-            await producer.send(
-                topic, key=f"month:{month}".encode(), value=month_metrics.model_dump_json(exclude_none=True).encode()
-            )
+            body = month_metrics.model_dump(mode="json", exclude_none=True)
+            await self._send(producer, topic, f"month:{month}", body)
         for alert in alert_transitions(self._alert_state, snapshot.divergence):
             log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
-            await producer.send(self.topics.alerts, key=alert.key.encode(), value=alert.model_dump_json().encode())
+            await self._send(producer, self.topics.alerts, alert.key, alert.model_dump(mode="json"))
         self._alert_state = {verdict.key: verdict.firing for verdict in snapshot.divergence}
 
     def _worker_checks(self, lag: Mapping[tuple[str, int], int], deadletters: Mapping[str, int]) -> list[CheckVerdict]:
@@ -99,4 +109,25 @@ class Publisher:
         ]
         for alert in alerts:
             log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
-            await producer.send(self.topics.alerts, key=alert.key.encode(), value=alert.model_dump_json().encode())
+            await self._send(producer, self.topics.alerts, alert.key, alert.model_dump(mode="json"))
+
+    async def _send(self, producer: AIOKafkaProducer, topic: str, key: str, body: dict[str, Any]) -> None:
+        """One message of at most `message_bytes` (the largest name maps capped when needed), acknowledged."""
+        fitted = fit(body, self.message_bytes)
+        if fitted is None:
+            self._note_once(f"{topic} {key}: larger than {self.message_bytes} bytes even capped: not published")
+            return
+        value, folded = fitted
+        if folded:
+            self._note_once(
+                f"{topic} {key}: {folded} names summed as 'other' to fit {self.message_bytes} bytes "
+                "(LEADLAG_OUTPUT_MESSAGE_BYTES)"
+            )
+        await send_with_retry(
+            lambda: producer.send_and_wait(topic, value, key=key.encode()), f"{key} to {topic}", self.attempts
+        )
+
+    def _note_once(self, note: str) -> None:
+        if note not in self._noted:
+            self._noted.add(note)
+            log.warning("%s", note)

@@ -7,11 +7,14 @@ the totals may have changed since the last one (or the clock is the wall
 clock), and never more often than `BUILD_SHARE` of the event loop's time
 allows: a build that took 40 ms waits at least 0.4 s for the next. The JSON of
 `/api/snapshot` is serialized once per build, and every other snapshot view the
-first time it is asked for after a build.
+first time it is asked for after a build. A build that raises changes nothing
+but a counter: the last good snapshot is served on, and each distinct error is
+logged once (docs/architecture.md, "Outputs").
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +28,15 @@ from stream.core.snapshot import build_snapshot
 from stream.core.totals import Totals
 from stream.metrics import RuntimeStats
 
+log = logging.getLogger("leadlag.readmodel")
+
 REFRESH_SECONDS = 1.0
 """How often the timer asks for a build."""
 BUILD_SHARE = 0.1
 """At most this share of the event loop's time goes to building snapshots."""
+DISTINCT_ERRORS_LOGGED = 100
+"""Distinct build errors remembered (each logged once); past that, every failure is logged."""
+ERROR_TEXT_LIMIT = 500
 UNCACHED_ROUTES = frozenset({"status", "alerts"})
 """Views that read the worker's live runtime too: answered afresh each time (they are cheap)."""
 
@@ -47,12 +55,15 @@ class ReadModel:
     """The last snapshot built, its JSON, and the views answered from it."""
 
     __slots__ = (
+        "_errors_logged",
         "_facts",
         "_last_version",
         "_responses",
         "_version",
         "build_seconds",
         "built_at",
+        "built_ok_at",
+        "failures",
         "policy",
         "series",
         "snapshot",
@@ -69,8 +80,12 @@ class ReadModel:
         self.series: Series | None = None
         """The hourly, daily and monthly series behind the page, built with the snapshot."""
         self.built_at = 0.0
+        self.built_ok_at = 0.0
         self.build_seconds = 0.0
         self._responses: dict[str, tuple[int, bytes]] = {}
+        self.failures = 0
+        """Builds that raised since the worker started (`leadlag_snapshot_failures_total`)."""
+        self._errors_logged: set[str] = set()
 
     def refresh(self, *, always: bool = False) -> bool:
         """Build a new snapshot if one is due and the facts changed (`always`: even if not); True if built."""
@@ -84,18 +99,41 @@ class ReadModel:
         if version == self._last_version and not always and self.snapshot is not None:
             return False
         started = time.perf_counter()
-        facts = self._facts()
-        snapshot = build_snapshot(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy, facts.input)
-        series = build_series(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy)
-        self._responses = {
-            "api/snapshot": views.snapshot_view(snapshot, None),
-            **views.series_responses(snapshot, series),
-        }
+        try:
+            facts = self._facts()
+            snapshot = build_snapshot(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy, facts.input)
+            series = build_series(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy)
+            responses = {
+                "api/snapshot": views.snapshot_view(snapshot, None),
+                **views.series_responses(snapshot, series),
+            }
+        except Exception as exc:  # whatever the state holds, the worker keeps serving the last good snapshot
+            self._failed(exc)
+            self.build_seconds = time.perf_counter() - started
+            self.built_at = time.monotonic()
+            return False
+        self._responses = responses
         self.snapshot, self.series = snapshot, series
         self._last_version = version
         self.build_seconds = time.perf_counter() - started
-        self.built_at = time.monotonic()
+        self.built_at = self.built_ok_at = time.monotonic()
         return True
+
+    def _failed(self, exc: Exception) -> None:
+        """Count a failed build; log it the first time this error is seen (not once a second)."""
+        self.failures += 1
+        error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
+        if error in self._errors_logged:
+            return
+        if len(self._errors_logged) < DISTINCT_ERRORS_LOGGED:
+            self._errors_logged.add(error)
+        log.error(
+            "the snapshot could not be built (%s); serving the last good one (built %s); "
+            "counted in leadlag_snapshot_failures_total, logged once per distinct error",
+            error,
+            "never" if self.snapshot is None else f"{time.monotonic() - self.built_ok_at:.0f} s ago",
+            exc_info=exc,
+        )
 
     def clear(self) -> None:
         """Forget the snapshot (its totals no longer describe what the worker owns)."""

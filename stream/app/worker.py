@@ -29,6 +29,7 @@ cost 100-1000 times more than the work itself (docs/architecture.md, "The hot pa
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 
@@ -39,6 +40,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.snapshot import InputCounts, Snapshot
 from stream.app.engine import Engine
+from stream.app.health import HealthFacts, Missing, readiness
 from stream.app.publish import Publisher
 from stream.app.readmodel import REFRESH_SECONDS, Facts, ReadModel
 from stream.app.sensors import FaustSensors
@@ -51,6 +53,8 @@ from stream.settings import Settings
 log = logging.getLogger("leadlag.worker")
 
 LAG_INTERVAL_SECONDS = 5.0
+CREDENTIALS_IN_URL = re.compile(r"(^|[;,\s]|://)[^/;,\s]*@")
+"""`user:password@` (or `token@`) after a scheme or at the start of a server: never printed."""
 
 
 class WorkerBoot(BootStrategy):
@@ -80,11 +84,14 @@ class LeadlagWorker:
                 "LEADLAG_PROCESSING_GUARANTEE=exactly_once is not used: leadlag is at-least-once with reducers "
                 "idempotent by event_id, which gives the same figures (see docs/architecture.md)"
             )
+        quiet_payload_logs()
         self.registry = CollectorRegistry()
         self.app = self._create_app()
         self.engine = Engine(settings, self.policy, beacon=self.app.beacon)
         self.read_model = ReadModel(self.policy, self._version, self._facts)
-        self.publisher = Publisher(self.topics, self.policy)
+        self.publisher = Publisher(self.topics, self.policy, settings.output_message_bytes)
+        self.publish_failures = 0
+        self._publish_errors_logged: set[str] = set()
         self._wire()
 
     # -- app ----------------------------------------------------------------------
@@ -98,6 +105,12 @@ class LeadlagWorker:
             web_bind=settings.web_host,
             web_host=settings.web_host,
             web_port=settings.web_port,
+            # Faust's own pages are off: /table/... would serve an entity's raw state to anyone (README, "HTTP")
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
+            web_metrics_enabled=False,
             autodiscover=False,
         )
 
@@ -114,7 +127,14 @@ class LeadlagWorker:
 
         from stream.app.web import install_pages
 
-        install_pages(app, self.registry, lambda path: self.read_model.respond(path, self.runtime()))
+        token = self.settings.api_token
+        install_pages(
+            app,
+            self.registry,
+            lambda path: self.read_model.respond(path, self.runtime()),
+            self.readiness,
+            token.get_secret_value() if token is not None else None,
+        )
         self.registry.register(SnapshotCollector(self.snapshot, self.runtime))
         self.engine.sensors = FaustSensors(app)
 
@@ -148,6 +168,21 @@ class LeadlagWorker:
             rejected=tally.rejected,
         )
 
+    def readiness(self) -> tuple[Missing, ...]:
+        """The readiness conditions that do not hold now (`stream.app.health`); empty when ready."""
+        engine = self.engine
+        return readiness(
+            HealthFacts(
+                assignment_received=engine.assignment_received,
+                rebalancing=engine.rebalancing,
+                recovering=engine.recovering,
+                broker_seen_at=engine.broker_seen_at,
+                lag_measured=engine.lag_measured,
+                snapshot_built=self.read_model.current() is not None,
+                now=time.monotonic(),
+            )
+        )
+
     def runtime(self) -> RuntimeStats:
         engine = self.engine
         counts = engine.counts
@@ -169,6 +204,9 @@ class LeadlagWorker:
             monthly_targets={stage.value: target for stage, target in self.settings.monthly_targets.items()},
             pipeline_target=self.settings.pipeline_target,
             reporting_currency=self.settings.reporting_currency,
+            not_ready=tuple((missing.condition, missing.reason) for missing in self.readiness()),
+            snapshot_failures=self.read_model.failures,
+            publish_failures=self.publish_failures,
         )
 
     # -- periodic: snapshot and alert topics ---------------------------------------
@@ -177,7 +215,34 @@ class LeadlagWorker:
         if producer is None:
             return
         engine = self.engine
-        await self.publisher.publish(producer, self.snapshot(), engine.lag, engine.counts.deadletters)
+        try:
+            await self.publisher.publish(producer, self.snapshot(), engine.lag, engine.counts.deadletters)
+        except Exception as exc:  # a failed publication is retried by the next tick; it never stops the worker
+            self.publish_failures += 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if error not in self._publish_errors_logged:
+                if len(self._publish_errors_logged) < 100:
+                    self._publish_errors_logged.add(error)
+                log.error(
+                    "publishing the snapshot and alerts failed (%s); the next tick tries again "
+                    "(counted in leadlag_publish_failures_total, logged once per distinct error)",
+                    error,
+                )
+
+
+def redacted_broker_url(broker: str) -> str:
+    """The broker setting as it may be printed: any `user:password@` in a URL replaced by `***@`."""
+    return CREDENTIALS_IN_URL.sub(r"\1***@", broker)
+
+
+def quiet_payload_logs() -> None:
+    """Keep message values out of the logs whatever the level: aiokafka logs every record it sends at
+    debug level, key and value included."""
+    logging.getLogger("aiokafka.producer.producer").addFilter(_no_payloads)
+
+
+def _no_payloads(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Sending (key=")
 
 
 def normalise_broker_url(broker: str) -> str:

@@ -56,14 +56,15 @@ def worker_command(
     """
     import faust
 
-    from stream.app.worker import LeadlagWorker
+    from stream.app.worker import LeadlagWorker, redacted_broker_url
 
     settings = load_worker_settings(broker=broker, web_port=web_port, partitions=partitions)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prepare_topics(settings)
     worker = LeadlagWorker(settings)
     stderr.print(
-        f"leadlag worker: broker {settings.broker}, {settings.partitions} partitions, store {settings.store}; "
+        f"leadlag worker: broker {redacted_broker_url(settings.broker)}, {settings.partitions} partitions, "
+        f"store {settings.store}; "
         f"metrics on http://{settings.web_host}:{settings.web_port}/metrics, "
         f"views on http://{settings.web_host}:{settings.web_port}/api/snapshot",
         highlight=False,

@@ -49,7 +49,6 @@ from stream.produce import live_plan
 from stream.replay import ReplayCounts, read_events
 from stream.settings import ENV_PREFIX, Settings, load_settings
 from stream.simulation import generate
-from stream.views import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -423,16 +422,16 @@ def test_the_simulator_command_is_accepted_by_leadlag_simulate(monkeypatch: pyte
     assert broker_address(params["broker"]) == broker_address(worker.broker)
 
 
-def test_the_worker_healthcheck_passes_while_api_status_answers_and_fails_otherwise() -> None:
+def test_the_worker_healthcheck_passes_while_readyz_answers_200_and_fails_otherwise() -> None:
     """The exact healthcheck command, run here against a stand-in server on the port it reads from
-    LEADLAG_WEB_PORT (the image has Python but no curl)."""
-    assert "/api/status" in ROUTES
+    LEADLAG_WEB_PORT (the image has Python but no curl): 200 from /readyz passes, 503 (not ready) fails."""
     program, *args = healthcheck_command("worker")
     assert program == "python"
+    ready = [True]
 
     class Status(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200 if self.path == "/api/status" else 404)
+            self.send_response((200 if ready[0] else 503) if self.path == "/readyz" else 404)
             self.end_headers()
             self.wfile.write(b"{}")
 
@@ -446,6 +445,10 @@ def test_the_worker_healthcheck_passes_while_api_status_answers_and_fails_otherw
     try:
         answering = subprocess.run(run, env={**os.environ, "LEADLAG_WEB_PORT": str(port)}, timeout=30, check=False)
         assert answering.returncode == 0
+        ready[0] = False
+        env = {**os.environ, "LEADLAG_WEB_PORT": str(port)}
+        not_ready = subprocess.run(run, env=env, capture_output=True, timeout=30, check=False)
+        assert not_ready.returncode != 0
     finally:
         server.shutdown()
         server.server_close()
@@ -633,13 +636,15 @@ def test_the_image_runs_as_a_user_it_creates_not_root() -> None:
 
 
 def test_the_image_defaults_are_valid_settings_for_a_container(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image listens beyond loopback and keeps its tables where compose mounts the worker's volume."""
+    """The image listens on loopback unless told otherwise (compose tells it: Prometheus scrapes it from its own
+    container), and keeps its tables where compose mounts the worker's volume."""
     env: dict[str, str] = {}
     for arguments in instruction_args("ENV"):
         env.update(item.split("=", 1) for item in shlex.split(arguments))
     leadlag_env = {key: value for key, value in env.items() if key.startswith(ENV_PREFIX)}
     settings = settings_from(leadlag_env, monkeypatch)
-    assert settings.web_host == "0.0.0.0"
+    assert settings.web_host == "127.0.0.1"  # loopback unless the stack says otherwise
+    assert settings_from(environment("worker"), monkeypatch).web_host == "0.0.0.0"  # Prometheus scrapes it
     assert settings.data_dir == settings_from(environment("worker"), monkeypatch).data_dir
     exposed = {int(port) for arguments in instruction_args("EXPOSE") for port in arguments.split()}
     assert settings.web_port in exposed

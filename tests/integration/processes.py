@@ -97,7 +97,10 @@ class WorkerProcess:
         return self
 
     def status(self) -> dict[str, Any]:
-        return get_json(f"{self.base}/api/status")  # type: ignore[no-any-return]
+        """`/api/status`: its body comes with 200 when the worker is ready, 503 (same body) while it is not."""
+        status, body = get(f"{self.base}/api/status")
+        assert status in (200, 503), (status, body[:500])
+        return json.loads(body)  # type: ignore[no-any-return]
 
     def counted(self) -> int:
         """Events judged so far: counted, duplicate, invalid or rejected."""
