@@ -4,11 +4,19 @@
 validate raw JSON bytes the way every entry point (replay, the worker) does,
 so a message is judged the same wherever it arrives. Unknown extra fields are
 ignored, so producers can add fields before the contract names them.
+
+Every value is bounded here, so no event that passes can break a reducer or a
+snapshot: numbers are finite, capped and of their JSON type (no `true` or `"1"`
+for an integer, no epoch number or numeric string for a timestamp), ids are
+printable, free text is capped. The bounds that depend on a setting or on the
+wall clock (event time, message size, events per envelope) are judged by
+`schemas.parsing`; README, "Input events", lists them all.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -29,30 +37,76 @@ from schemas.channels import Channel, derive_channel
 SCHEMA_VERSION = 1
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?")
+"""The shape of an RFC 3339 timestamp (the offset is optional here only so that its absence gets its own reason)."""
+
+
 def _rfc3339_only(value: Any) -> Any:
-    """Refuse epoch numbers, which pydantic would otherwise read as datetimes."""
-    if isinstance(value, (str, datetime)):
+    """Refuse epoch numbers and numeric strings, which pydantic would otherwise read as datetimes."""
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339.fullmatch(value)):
         return value
     raise ValueError("must be an RFC 3339 timestamp string with an offset, e.g. 2026-11-23T09:00:00Z")
 
 
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+DECIMAL_TEXT = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+"""A decimal amount written as a string: digits, an optional fraction and exponent, nothing else."""
+
+
+def _plain_amount(value: Any) -> Any:
+    """Refuse what Python's Decimal would read but a person would not write: `"1_000"`, `" 10 "`, `true`."""
+    if isinstance(value, bool) or (isinstance(value, str) and not DECIMAL_TEXT.fullmatch(value)):
+        raise ValueError('must be a decimal number, as a JSON number or a string like "49.99"')
+    return value
+
+
+def _integer_only(value: Any) -> Any:
+    """Refuse `true`, `1.0` and `"1"` where the contract says an integer."""
+    if type(value) is not int:
+        raise ValueError("must be a JSON integer")
+    return value
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
 """RFC 3339 with an offset; a timestamp without one is bad input (DESIGN §3)."""
 
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=20, decimal_places=6)]
+MAX_AMOUNT_DIGITS = 20
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_plain_amount),
+    Field(ge=0, allow_inf_nan=False, max_digits=MAX_AMOUNT_DIGITS, decimal_places=6),
+]
+"""At most 14 digits before the point and 6 after: a sum of a billion such amounts times the largest quantity
+is still a finite float (~1e29), so no ratio of money can overflow."""
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")]
-EntityId = Annotated[str, Field(min_length=1, max_length=256)]
-Label = Annotated[str, Field(max_length=200)]
+
+UNPRINTABLE_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+"""Control characters (C0, DEL, C1: ANSI escapes start with one), line and paragraph separators, and bidi
+overrides: characters that can rewrite or forge what a terminal or a log shows."""
+ID_PATTERN = f"^[^{UNPRINTABLE_CHARS}]*[^\\s{UNPRINTABLE_CHARS}][^{UNPRINTABLE_CHARS}]*$"
+"""An id: printable, and more than whitespace."""
+LABEL_PATTERN = f"^[^{UNPRINTABLE_CHARS}]*$"
+"""A name that becomes a label: printable (it may be empty)."""
+MAX_EVENT_ID_CHARS = 128
+MAX_ID_CHARS = 256
+MAX_LABEL_CHARS = 200
+MAX_TEXT_CHARS = 2048
+EventId = Annotated[str, Field(min_length=1, max_length=MAX_EVENT_ID_CHARS, pattern=ID_PATTERN)]
+EntityId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+Label = Annotated[str, Field(max_length=MAX_LABEL_CHARS, pattern=LABEL_PATTERN)]
 """A name that can become a metric label or a snapshot key (campaign, plan, utm values, source): capped, so one
 event cannot make a snapshot or an output message huge."""
-Text = Annotated[str, Field(max_length=2048)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 """Free text kept or forwarded as it came (a referrer, a path, a reason): capped like a URL."""
 MAX_PAGES = 200
 """Paths listed per session (`pages`), each a `Text`."""
+MAX_PAGEVIEWS = 100_000
+"""Pageviews of one session."""
+MAX_ENGAGED_SECONDS = 86_400.0
+"""Engaged time of one session: at most a day (GA4 ends a session at midnight and after 30 idle minutes)."""
+MAX_QUANTITY = 1_000_000
+"""Units (seats) of one subscription."""
+MAX_INTERVAL_COUNT = 10_000
+"""Billing intervals between two charges (Stripe allows at most three years' worth)."""
 
 
 class EventType(StrEnum):
@@ -133,10 +187,10 @@ class EventBase(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
 
-    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    event_id: EventId
     occurred_at: Timestamp
     source: Label | None = None
-    schema_version: Literal[1] = 1
+    schema_version: Annotated[Literal[1], BeforeValidator(_integer_only)] = 1
 
     @property
     def occurred_ms(self) -> int:
@@ -158,15 +212,15 @@ class SiteVisit(EventBase):
     utm: Utm | None = None
     referrer: Text | None = None
     landing_page: Text | None = None
-    pageviews: Annotated[int, Field(ge=1)]
-    engaged_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    pageviews: Annotated[int, Field(strict=True, ge=1, le=MAX_PAGEVIEWS)]
+    engaged_seconds: Annotated[float, Field(strict=True, ge=0, le=MAX_ENGAGED_SECONDS, allow_inf_nan=False)]
     pages: Annotated[list[str], Field(max_length=MAX_PAGES)] | None = None
 
     @field_validator("pages")
     @classmethod
     def _page_paths_are_capped(cls, pages: list[str] | None) -> list[str] | None:
-        if pages is not None and any(len(path) > 2048 for path in pages):
-            raise ValueError("a path in pages is longer than 2048 characters")
+        if pages is not None and any(len(path) > MAX_TEXT_CHARS for path in pages):
+            raise ValueError(f"a path in pages is longer than {MAX_TEXT_CHARS} characters")
         return pages
 
     @model_validator(mode="after")
@@ -246,8 +300,8 @@ class Subscription(EventBase):
     amount: Money
     currency: CurrencyCode
     interval: BillingInterval
-    interval_count: Annotated[int, Field(ge=1)] = 1
-    quantity: Annotated[int, Field(ge=0)] = 1
+    interval_count: Annotated[int, Field(strict=True, ge=1, le=MAX_INTERVAL_COUNT)] = 1
+    quantity: Annotated[int, Field(strict=True, ge=0, le=MAX_QUANTITY)] = 1
 
 
 class Spend(EventBase):

@@ -4,6 +4,8 @@ The same parsing, the same ledger and the same snapshot as the worker, so a
 backfill, a test and a what-if question all get the numbers the live system
 would. Each line is one event or an envelope (a JSON array of events); a bad
 line is reported with its line number and reason and never stops the run.
+Lines are judged by the worker's limits (`Policy.limits`): a line longer than
+the largest message is never read whole into memory (`bounded_lines`).
 """
 
 from __future__ import annotations
@@ -11,20 +13,25 @@ from __future__ import annotations
 import gzip
 import io
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 from schemas.events import Event
-from schemas.parsing import InvalidEvent, parse_message
+from schemas.parsing import DEFAULT_LIMITS, InputLimits, InvalidEvent, parse_message, printable
 from stream.codec import decode_state, encode_state
 from stream.core.ledger import EntityState, Ledger, Outcome, RejectedEvent
 from stream.core.links import EntityKind
 from stream.core.policy import Policy
 
 GZIP_MAGIC = b"\x1f\x8b"
+SKIP_CHUNK = 1024 * 1024
+"""How much of an over-long line is read at a time while skipping it."""
+MAX_BAD_KEPT = 1_000
+"""Bad lines kept in `ReplayCounts.bad` (all are counted and passed to `on_bad`)."""
 
 
 DECODED_STATES = 20_000
@@ -97,6 +104,13 @@ class ReplayCounts:
     rejected: int = 0
     after_as_of: int = 0
     bad: list[BadInput] = field(default_factory=list)
+    """The first `MAX_BAD_KEPT` bad lines."""
+
+    def record(self, bad: BadInput, on_bad: Callable[[BadInput], None] | None) -> None:
+        if len(self.bad) < MAX_BAD_KEPT:
+            self.bad.append(bad)
+        if on_bad is not None:
+            on_bad(bad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,34 +144,63 @@ def open_input(path: str) -> Input:
     return Input(lines, size, position)
 
 
-def read_events(lines: Iterator[bytes], counts: ReplayCounts) -> Iterator[tuple[int, Event]]:
-    """(line number, event) for every valid event; bad ones are recorded in `counts`."""
+def bounded_lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The lines of `stream`; a line longer than `limit` bytes comes out as its first `limit + 1` bytes (enough to
+    be judged too large) and the rest of it is skipped a chunk at a time, never held whole."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:
+                rest = stream.readline(SKIP_CHUNK)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line
+
+
+def read_events(
+    lines: Iterable[bytes],
+    counts: ReplayCounts,
+    limits: InputLimits = DEFAULT_LIMITS,
+    now_ms: int | None = None,
+    on_bad: Callable[[BadInput], None] | None = None,
+) -> Iterator[tuple[int, Event]]:
+    """(line number, event) for every valid event; bad ones are counted in `counts` and passed to `on_bad`.
+
+    Event time is bounded by `limits` around `now_ms` (default: the wall clock when reading starts).
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    limit = limits.max_message_bytes
     for number, line in enumerate(lines, start=1):
         counts.lines = number
         if not line.strip():
             continue
-        for item in parse_message(line):
+        if len(line) > limit:
+            line = line.rstrip(b"\r\n")  # the newline is not part of the message
+        for item in parse_message(line, now_ms=now, limits=limits):
             counts.events += 1
             if isinstance(item, InvalidEvent):
                 counts.invalid += 1
-                counts.bad.append(BadInput(number, item.index, item.reason))
+                counts.record(BadInput(number, item.index, item.reason), on_bad)
             else:
                 yield number, item
 
 
 def replay(
-    lines: Iterator[bytes],
+    lines: Iterable[bytes],
     policy: Policy,
     as_of: datetime | None = None,
     shards: int = 1,
     on_bad: Callable[[BadInput], None] | None = None,
+    now_ms: int | None = None,
 ) -> tuple[Ledger, ReplayCounts]:
-    """Fold every valid event up to `as_of` (all, when None) into a fresh ledger."""
+    """Fold every valid event up to `as_of` (all, when None) into a fresh ledger; `on_bad` hears of each bad line
+    as it is read. `now_ms` is the wall clock event time is bounded by (default: read when the replay starts)."""
     ledger = Ledger(policy, shards=shards, store=EncodedStore)
     counts = ReplayCounts()
     as_of_ms = None if as_of is None else int(as_of.timestamp() * 1000)
-    reported = 0
-    for number, event in read_events(lines, counts):
+    for number, event in read_events(lines, counts, policy.limits, now_ms, on_bad):
         if as_of_ms is not None and event.occurred_ms > as_of_ms:
             counts.after_as_of += 1
             continue
@@ -165,17 +208,14 @@ def replay(
             outcome = ledger.fold(event)
         except RejectedEvent as exc:
             counts.rejected += 1
-            counts.bad.append(BadInput(number, None, f"{event.type} {event.event_id}: {exc}"))
+            counts.record(BadInput(number, None, f"{event.type} {event.event_id}: {exc}"), on_bad)
+        except Exception as exc:  # a reducer bug must not stop a replay either: the worker dead-letters it too
+            counts.rejected += 1
+            reason = f"{event.type} {event.event_id}: internal error: {type(exc).__name__}: {exc}"
+            counts.record(BadInput(number, None, printable(reason)), on_bad)
         else:
             if outcome is Outcome.DUPLICATE:
                 counts.duplicates += 1
             else:
                 counts.accepted += 1
-        if on_bad is not None:
-            while reported < len(counts.bad):
-                on_bad(counts.bad[reported])
-                reported += 1
-    if on_bad is not None:
-        for bad in counts.bad[reported:]:
-            on_bad(bad)
     return ledger, counts

@@ -6,6 +6,7 @@ says how to fix it (`SettingsError`), instead of a traceback later.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,7 +14,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.events import Stage
+from schemas.deadletter import DEFAULT_ORIGINAL_BYTES, MAX_ORIGINAL_BYTES
+from schemas.events import Stage, Timestamp
+from schemas.parsing import EARLIEST_EVENT_TIME, InputLimits
 from stream.core.policy import (
     DEFAULT_STAGE_PROBABILITY,
     DEFAULT_STALENESS_DAYS,
@@ -114,6 +117,28 @@ class Settings(BaseSettings):
         "e.g. 'ConsumerLagHigh=600,DeadLettersArriving=0'.",
     )
 
+    # -- input limits (README, "Input events") -----------------------------------------
+    min_event_time: Timestamp = Field(
+        default=EARLIEST_EVENT_TIME,
+        description="Events dated before this instant (RFC 3339) are dead letters with a 'too old:' reason.",
+    )
+    max_future_hours: Annotated[float, Field(ge=0, le=87_600)] = Field(
+        default=24,
+        description="Events dated more than this many hours after the wall clock are dead letters ('future:'); "
+        "a live simulation running faster than real time needs more.",
+    )
+    max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024, description="A larger input message is one dead letter ('too large')."
+    )
+    max_envelope_events: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=10_000, description="An envelope of more events is one dead letter ('too large')."
+    )
+    deadletter_max_bytes: Annotated[int, Field(ge=1024, le=MAX_ORIGINAL_BYTES)] = Field(
+        default=DEFAULT_ORIGINAL_BYTES,
+        description="Bytes of the original a dead letter keeps (the rest is cut, its length recorded), so every "
+        "dead letter fits a broker's default 1 MB message limit.",
+    )
+
     # -- Kafka and the worker ---------------------------------------------------------
     broker: str = Field(
         default="",
@@ -164,6 +189,13 @@ class Settings(BaseSettings):
         description="Tries of an output send (dead letters, routed items, snapshots) before the worker stops "
         "with a clear message; the waits between tries double from 0.5 s.",
     )
+
+    @field_validator("min_event_time")
+    @classmethod
+    def _after_1970(cls, value: datetime) -> datetime:
+        if value.timestamp() < 0:
+            raise ValueError("must be 1970-01-01T00:00:00Z or later")
+        return value
 
     @field_validator("fx_rates", mode="before")
     @classmethod
@@ -235,6 +267,13 @@ class Settings(BaseSettings):
             alerts=AlertPolicy(
                 pipeline_target=self.pipeline_target,
                 hold_ms={name: seconds * 1000 for name, seconds in self.alert_for_seconds.items()},
+            ),
+            limits=InputLimits(
+                earliest_ms=int(self.min_event_time.timestamp() * 1000),
+                max_future_ms=int(self.max_future_hours * HOUR_MS),
+                max_message_bytes=self.max_message_bytes,
+                max_envelope_events=self.max_envelope_events,
+                deadletter_max_bytes=self.deadletter_max_bytes,
             ),
         )
 

@@ -7,13 +7,20 @@ the original bytes and a reason a person can act on; the valid ones come out
 with the partition of their entity (`stream.app.placement`). Whether an event
 is then folded at once or routed through `leadlag.entities` is the engine's
 call (it knows which partitions this worker owns). Pure apart from logging:
-nothing here talks to Kafka.
+nothing here talks to Kafka, and "now" comes from the caller.
+
+A message that cannot be read as a whole (too large, not JSON, a repeated key)
+is one dead letter, however many events it claims to hold. Warnings about dead
+letters are rate-limited (`DeadLetterLog`): one message prints at most a few
+lines, a flood of bad messages a few lines per interval and a count of the rest.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,9 +28,9 @@ from decimal import Decimal
 import orjson
 from pydantic import BaseModel
 
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DEFAULT_ORIGINAL_BYTES, DeadLetter
 from schemas.events import Event
-from schemas.parsing import InvalidEvent, parse_message
+from schemas.parsing import InvalidEvent, parse_message, printable
 from stream.app.placement import entity_partition
 from stream.core.ledger import late_reason
 from stream.core.links import Item, entity_of
@@ -31,8 +38,6 @@ from stream.core.policy import Policy, UnknownCurrency
 
 log = logging.getLogger("leadlag.intake")
 
-DEADLETTER_TEXT_LIMIT = 64 * 1024
-"""Original bytes are always kept as base64; the UTF-8 copy only for messages up to this size."""
 ENVELOPE_START = re.compile(rb"\s*\[")
 """A message that opens a JSON array is an envelope (matched in place: a message can be megabytes)."""
 
@@ -66,6 +71,9 @@ def dead_letter_reason_kind(reason: str) -> str:
         ("not a JSON object", "not_object"),
         ("empty envelope", "empty_envelope"),
         ("late:", "late"),
+        ("future:", "future"),
+        ("too old:", "too_old"),
+        ("duplicate key", "duplicate_key"),
         ("unknown currency", "unknown_currency"),
         ("internal error", "internal_error"),
         ("too large", "too_large"),
@@ -75,27 +83,81 @@ def dead_letter_reason_kind(reason: str) -> str:
     return "invalid"
 
 
-def dead_letter(original: bytes, reason: str, origin: Origin, index: int | None) -> bytes:
-    """The dead letter of `original` (a message, or one event of an envelope at `index`), as JSON; logged."""
+class DeadLetterLog:
+    """Warning lines about dead letters: at most `per_message` for one message and `per_interval` every
+    `interval_seconds`; what is left out is counted and said in one line (per message, and per interval)."""
+
+    __slots__ = ("clock", "interval_seconds", "logged", "per_interval", "per_message", "started", "suppressed")
+
+    def __init__(
+        self,
+        per_message: int = 3,
+        per_interval: int = 20,
+        interval_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_message = per_message
+        self.per_interval = per_interval
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self.started = clock()
+        self.logged = 0
+        self.suppressed = 0
+
+    def message(self, origin: Origin, letters: list[tuple[str, int | None]]) -> None:
+        """Log the dead letters of one message: (reason, envelope index) each."""
+        now = self.clock()
+        if now - self.started >= self.interval_seconds:
+            if self.suppressed:
+                log.warning(
+                    "%d more dead letters in the last %.0f s not logged (see leadlag_deadletters_total)",
+                    self.suppressed,
+                    now - self.started,
+                )
+            self.started, self.logged, self.suppressed = now, 0, 0
+        place = f"topic {printable(origin.topic, 300)} partition {origin.partition} offset {origin.offset}"
+        shown = 0
+        for reason, index in letters:
+            if shown >= self.per_message or self.logged >= self.per_interval:
+                break
+            event = "" if index is None else f", event {index} of the envelope"
+            log.warning("dead letter: %s (%s%s)", printable(reason), place, event)
+            shown += 1
+            self.logged += 1
+        rest = len(letters) - shown
+        if rest and self.logged < self.per_interval:
+            log.warning("%d more dead letters from the same message (%s)", rest, place)
+            self.logged += 1
+        elif rest:
+            self.suppressed += rest
+
+
+DEADLETTER_LOG = DeadLetterLog()
+"""The process's dead-letter warnings, shared by every caller of `dead_letter`."""
+
+
+def dead_letter(
+    original: bytes,
+    reason: str,
+    origin: Origin,
+    index: int | None,
+    max_original_bytes: int = DEFAULT_ORIGINAL_BYTES,
+    logged: bool = True,
+) -> bytes:
+    """The dead letter of `original` (a message, or one event of an envelope at `index`), as JSON that always fits
+    a default broker; logged (rate-limited) unless `logged` is False (the caller then logs it with its message)."""
     letter = DeadLetter.of(
         original,
         reason,
         datetime.now(tz=UTC),
+        max_original_bytes,
         topic=origin.topic,
         partition=origin.partition,
         offset=origin.offset,
         envelope_index=index,
     )
-    if letter.original_text is not None and len(original) > DEADLETTER_TEXT_LIMIT:
-        letter = letter.model_copy(update={"original_text": None})
-    log.warning(
-        "dead letter: %s (topic %s partition %s offset %s%s)",
-        reason,
-        origin.topic,
-        origin.partition,
-        origin.offset,
-        "" if index is None else f", event {index} of the envelope",
-    )
+    if logged:
+        DEADLETTER_LOG.message(origin, [(reason, index)])
     return letter.model_dump_json().encode()
 
 
@@ -117,10 +179,14 @@ class Intake:
         self.convertible: set[str] = set()
         """Currencies the policy has a rate for, as found so far."""
 
-    def judge(self, payload: bytes, origin: Origin, newest_ms: int | None) -> Judged:
-        """Every event of one message; `newest_ms` is the newest event time folded (for the grace period)."""
-        parsed = parse_message(payload)
+    def judge(self, payload: bytes, origin: Origin, newest_ms: int | None, now_ms: int) -> Judged:
+        """Every event of one message; `newest_ms` is the newest event time folded (for the grace period),
+        `now_ms` the wall clock (no event may be dated further past it than the limits allow)."""
+        limits = self.policy.limits
+        parsed = parse_message(payload, now_ms=now_ms, limits=limits)
         judged = Judged(read=len(parsed))
+        keep = limits.deadletter_max_bytes
+        reasons: list[tuple[str, int | None]] = []
         # the whole message is one event unless it was a JSON array (an envelope) that could be read
         whole = ENVELOPE_START.match(payload) is None or (
             len(parsed) == 1 and isinstance(parsed[0], InvalidEvent) and parsed[0].index is None
@@ -130,19 +196,22 @@ class Intake:
             if isinstance(item, InvalidEvent):
                 judged.invalid += 1
                 original = payload if whole else orjson.dumps(item.raw)
-                judged.dead_letters.append(
-                    (dead_letter_reason_kind(item.reason), dead_letter(original, item.reason, origin, item.index))
-                )
+                letter = dead_letter(original, item.reason, origin, item.index, keep, logged=False)
+                judged.dead_letters.append((dead_letter_reason_kind(item.reason), letter))
+                reasons.append((item.reason, item.index))
                 continue
             reason = self.rejection(item, newest_ms)
             if reason is not None:
                 judged.rejected += 1
                 original = payload if whole else item_json(item)
-                letter = dead_letter(original, reason, origin, None if whole else index)
+                letter = dead_letter(original, reason, origin, None if whole else index, keep, logged=False)
                 judged.dead_letters.append((dead_letter_reason_kind(reason), letter))
+                reasons.append((reason, None if whole else index))
                 continue
             kind, key = entity_of(item)
             judged.events.append((entity_partition(kind, key, partitions), item))
+        if reasons:
+            DEADLETTER_LOG.message(origin, reasons)
         return judged
 
     def rejection(self, item: Event, newest_ms: int | None) -> str | None:

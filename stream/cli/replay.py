@@ -12,14 +12,16 @@ import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
+from schemas.parsing import printable
 from schemas.snapshot import InputCounts, Snapshot
-from stream.cli.console import stderr
+from stream.cli.console import safe, stderr
 from stream.cli.options import parse_instant
 from stream.core.series import build_series
 from stream.core.snapshot import build_snapshot
 from stream.csvexport import months_csv
-from stream.replay import BadInput, open_input, replay
+from stream.replay import BadInput, bounded_lines, open_input, replay
 from stream.settings import SettingsError, load_settings
 
 
@@ -75,19 +77,19 @@ def replay_command(
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {safe(str(exc))}")
         raise typer.Exit(2) from None
     policy = settings.policy()
     as_of_moment = None if as_of is None else parse_instant(as_of, "--as-of")
     try:
         source = open_input(file)
     except OSError as exc:
-        stderr.print(f"[red]error:[/] cannot read {file}: {exc.strerror or exc}")
+        stderr.print(f"[red]error:[/] cannot read {safe(file)}: {safe(str(exc.strerror or exc))}")
         raise typer.Exit(2) from None
 
     def report(bad: BadInput) -> None:
-        if not quiet:
-            stderr.print(f"[yellow]skipped[/] {bad}", markup=True, highlight=False)
+        if not quiet:  # the reason quotes input: printed as plain, escaped text, never as markup
+            stderr.print(Text.assemble(("skipped", "yellow"), " ", printable(str(bad))), highlight=False)
 
     started = time.perf_counter()
     progress = Progress(
@@ -103,12 +105,13 @@ def replay_command(
         task = progress.add_task("replay", total=source.size)
 
         def lines() -> Iterator[bytes]:
-            for number, line in enumerate(source.lines):
+            for number, line in enumerate(bounded_lines(source.lines, policy.limits.max_message_bytes)):
                 if number % 10_000 == 0:
                     progress.update(task, completed=source.position())
                 yield line
 
-        ledger, counts = replay(lines(), policy, as_of_moment, shards=shards, on_bad=report)
+        now_ms = int(time.time() * 1000)  # the wall clock bounds event time (README, "Input events")
+        ledger, counts = replay(lines(), policy, as_of_moment, shards=shards, on_bad=report, now_ms=now_ms)
     elapsed = time.perf_counter() - started
     as_of_ms = int(as_of_moment.timestamp() * 1000) if as_of_moment else ledger.watermark_ms
     snapshot_started = time.perf_counter()

@@ -11,6 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from schemas.events import Stage
+from schemas.parsing import InputLimits
 from stream.core.windows import DAY_MS, MINUTE_MS
 
 
@@ -117,6 +118,8 @@ class Policy:
     """At most this many touches kept per contact (the first touch always among them)."""
     divergence: DivergencePolicy = field(default_factory=DivergencePolicy)
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
+    limits: InputLimits = field(default_factory=InputLimits)
+    """What input is accepted at all: event time, message size, envelope length (README, "Input events")."""
 
     def to_reporting(self, amount: Decimal, currency: str | None) -> Decimal:
         """`amount` in the reporting currency; raises `UnknownCurrency` when no rate is set."""

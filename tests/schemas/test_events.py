@@ -13,6 +13,9 @@ from schemas.channels import Channel
 from schemas.events import EVENT_ADAPTER, FormFill, SiteVisit, StageChange, Subscription
 from schemas.parsing import InvalidEvent, parse_message
 
+NOW_MS = 1_795_435_200_000
+"""2026-11-23T12:00:00Z: the wall clock the events here are judged against."""
+
 
 def visit(**fields: Any) -> dict[str, Any]:
     return {
@@ -27,7 +30,7 @@ def visit(**fields: Any) -> dict[str, Any]:
 
 
 def parse_one(obj: Any) -> Any:
-    [item] = parse_message(orjson.dumps(obj))
+    [item] = parse_message(orjson.dumps(obj), now_ms=NOW_MS)
     return item
 
 
@@ -55,7 +58,8 @@ def test_timestamps_with_any_offset_are_normalised_to_the_same_instant() -> None
     [
         ({"occurred_at": "2026-11-23T09:00:00"}, "occurred_at: timestamp has no UTC offset"),
         ({"occurred_at": 1795424400}, "occurred_at: Value error, must be an RFC 3339 timestamp"),
-        ({"occurred_at": "yesterday"}, "occurred_at: Input should be a valid datetime"),
+        ({"occurred_at": "yesterday"}, "occurred_at: Value error, must be an RFC 3339 timestamp"),
+        ({"occurred_at": "2026-13-23T09:00:00Z"}, "occurred_at: Input should be a valid datetime"),
         ({"pageviews": 0}, "pageviews: Input should be greater than or equal to 1"),
         ({"engaged_seconds": -1}, "engaged_seconds: Input should be greater than or equal to 0"),
         ({"event_id": ""}, "event_id: String should have at least 1 character"),
@@ -89,13 +93,15 @@ def test_a_missing_field_and_a_missing_type_are_named() -> None:
     ],
 )
 def test_messages_that_are_not_events_are_refused(payload: bytes, reason: str) -> None:
-    [item] = parse_message(payload)
+    [item] = parse_message(payload, now_ms=NOW_MS)
     assert isinstance(item, InvalidEvent)
     assert item.reason.startswith(reason)
 
 
 def test_an_envelope_keeps_good_events_and_reports_the_bad_one_by_position() -> None:
-    items = parse_message(orjson.dumps([visit(event_id="a"), visit(event_id="b", pageviews=0), visit(event_id="c")]))
+    items = parse_message(
+        orjson.dumps([visit(event_id="a"), visit(event_id="b", pageviews=0), visit(event_id="c")]), now_ms=NOW_MS
+    )
     assert [type(item).__name__ for item in items] == ["SiteVisit", "InvalidEvent", "SiteVisit"]
     bad = items[1]
     assert isinstance(bad, InvalidEvent)
