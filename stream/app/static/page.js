@@ -220,6 +220,7 @@ function render() {
   revenue(snapshot, revenueView, channel);
   attribution(snapshot, windowName);
   health(alerts, status);
+  if (state.updates === 0) performance.mark("leadlag-first-render");  // the page's first paint with data
   state.updates += 1;
 }
 
