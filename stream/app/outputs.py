@@ -201,8 +201,11 @@ def shrunk_dead_letter(letter: bytes, why: str) -> bytes:
     """A dead letter the broker refused as too large, without its original bytes (their length kept in
     the reason, with the topic, partition and offset to find them): it then always fits."""
     body = orjson.loads(letter)
-    original = len(body.get("original_base64") or "") * 3 // 4
+    encoded = str(body.get("original_base64") or "")
+    original = body.get("original_length") or len(encoded) * 3 // 4 - encoded[-2:].count("=")
     body["original_base64"] = ""
     body["original_text"] = None
-    body["reason"] = f"{body.get('reason', '')} (original of about {original} bytes left out: {why})"[:4096]
+    if "truncated" in body:
+        body["truncated"] = True
+    body["reason"] = f"{body.get('reason', '')} (original of {original} bytes left out: {why})"[:4096]
     return orjson.dumps(body)
