@@ -94,7 +94,7 @@ class DeadLetter(BaseModel):
         if (
             text is not None
             and estimate > DEADLETTER_MESSAGE_LIMIT
-            and len(letter.model_dump_json()) > DEADLETTER_MESSAGE_LIMIT
+            and len(letter.model_dump_json().encode()) > DEADLETTER_MESSAGE_LIMIT
         ):
             letter = letter.model_copy(update={"original_text": None})
         return letter

@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -48,13 +49,16 @@ def _rfc3339_only(value: Any) -> Any:
     raise ValueError("must be an RFC 3339 timestamp string with an offset, e.g. 2026-11-23T09:00:00Z")
 
 
-DECIMAL_TEXT = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+DECIMAL_TEXT = re.compile(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 """A decimal amount written as a string: digits, an optional fraction and exponent, nothing else."""
+MAX_AMOUNT_TEXT = 40
 
 
 def _plain_amount(value: Any) -> Any:
     """Refuse what Python's Decimal would read but a person would not write: `"1_000"`, `" 10 "`, `true`."""
-    if isinstance(value, bool) or (isinstance(value, str) and not DECIMAL_TEXT.fullmatch(value)):
+    if isinstance(value, bool) or (
+        isinstance(value, str) and (len(value) > MAX_AMOUNT_TEXT or not DECIMAL_TEXT.fullmatch(value))
+    ):
         raise ValueError('must be a decimal number, as a JSON number or a string like "49.99"')
     return value
 
@@ -74,9 +78,20 @@ Money = Annotated[
     Decimal,
     BeforeValidator(_plain_amount),
     Field(ge=0, allow_inf_nan=False, max_digits=MAX_AMOUNT_DIGITS, decimal_places=6),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": f"^{DECIMAL_TEXT.pattern}$", "maxLength": MAX_AMOUNT_TEXT},
+            ],
+            "description": "A decimal ≥ 0 of at most 20 digits, 6 after the point: a JSON number, or a string "
+            'of digits like "49.99" (no sign, spaces, underscores or thousands separators).',
+        },
+        mode="validation",
+    ),
 ]
-"""At most 14 digits before the point and 6 after: a sum of a billion such amounts times the largest quantity
-is still a finite float (~1e29), so no ratio of money can overflow."""
+"""At most 20 digits, 6 of them after the point (below 10^20): a billion such amounts times the largest quantity
+sum to ~1e35, a finite float, so no ratio of money can overflow."""
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD")]
 
 UNPRINTABLE_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"

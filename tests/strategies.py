@@ -103,3 +103,42 @@ def event_lists(draw: st.DrawFn, max_size: int = 40) -> list[Event]:
         st.lists(st.one_of(site_visits(), form_fills(), stage_changes(), subscriptions(), spends()), max_size=max_size)
     )
     return [EVENT_ADAPTER.validate_python({**fields, "event_id": f"e{i}"}) for i, fields in enumerate(raw)]
+
+
+events_as_fields = st.one_of(site_visits(), form_fills(), stage_changes(), subscriptions(), spends())
+"""One event of any type, as the field dict the strategies above draw (Python values: datetime, Decimal)."""
+
+
+def as_json_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """An event's fields as a producer writes them in JSON: RFC 3339 strings for instants, strings for amounts."""
+    converted: dict[str, Any] = {"event_id": "e"}
+    for name, value in fields.items():
+        if isinstance(value, datetime):
+            converted[name] = value.isoformat().replace("+00:00", "Z")
+        elif isinstance(value, Decimal):
+            converted[name] = str(value)
+        else:
+            converted[name] = value
+    return converted
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),  # what orjson writes
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+    st.sampled_from(["", " ", "0", "1", "1763888400", "1_000", " 10 ", "NaN", "[/bold]", "\x1b[31m", "\n", "\u202e"]),
+    st.sampled_from(["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2062-01-01T00:00:00Z", "2026-11-23T09:00:00"]),
+    st.sampled_from([2**63, 10**18, 1e308, -1, 0, 1.5, 86_401, 100_001, 10**15]),
+)
+"""JSON values, with a bias to the ones that broke leadlag once (issue 10)."""
+
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+"""Any JSON value, nested a little."""

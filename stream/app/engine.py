@@ -71,6 +71,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStat
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
+from schemas.deadletter import deadletter_key_of
 from stream.app import tansu
 from stream.app.admin import ENTITIES_TABLE, bootstrap_servers, changelog_topic, client_options
 from stream.app.assignor import CopartitionedAssignor
@@ -388,10 +389,11 @@ class Engine(Service):
         counts = self.counts
         late_checked = self.policy.grace_ms is not None
         newest = fold.newest_ms() if late_checked else None
+        now_ms = int(time.time() * 1000)  # the wall clock bounds event time (README, "Input events")
         read = 0
         for record in records:
             origin = Origin(topic, partition, record.offset)
-            judged = intake.judge(record.value or b"", origin, newest)
+            judged = intake.judge(record.value or b"", origin, newest, now_ms)
             read += judged.read
             if judged.invalid or judged.rejected:
                 tally.invalid += judged.invalid
@@ -476,13 +478,14 @@ class Engine(Service):
         deadletter = self.topics.deadletter
         futures: list[asyncio.Future[Any] | BaseException] = []
         for topic, partition, value in messages:
+            key = deadletter_key_of(value) if topic == deadletter else None  # the same input, the same key
             try:
-                futures.append(await producer.send(topic, value, partition=partition))
+                futures.append(await producer.send(topic, value, key=key, partition=partition))
             except UNRETRIABLE as exc:
                 if topic != deadletter:
                     raise
                 shrunk = shrunk_dead_letter(value, type(exc).__name__)
-                futures.append(await producer.send(topic, shrunk, partition=partition))
+                futures.append(await producer.send(topic, shrunk, key=key, partition=partition))
             except Exception as exc:  # kept for the retry; never logged with the message
                 futures.append(exc)
         waiting = [f for f in futures if not isinstance(f, BaseException)]
