@@ -202,7 +202,7 @@ def parse_message(
         repeated = _repeated_keys(payload)
         if repeated:
             return [InvalidEvent(repeated[None], None, decoded)]
-    return [validate_event(decoded, now_ms=now_ms, limits=limits)]
+    return [validate_event(decoded, None, now_ms=now_ms, limits=limits)]
 
 
 def _event_keys(event: dict[str, Any]) -> int:
