@@ -51,21 +51,37 @@ EntityRef = tuple[EntityKind, str]
 
 @dataclass(slots=True)
 class Tally:
-    """A partition's input counts (persisted with its state): read, accepted, duplicate, invalid, rejected."""
+    """A partition's input counts (persisted with its state): read, accepted, duplicate, invalid, rejected.
+
+    The counts travel in one changelog record with the marks that keep them exact when a crash makes
+    the engine read messages again (docs/architecture.md, "Changelog and recovery"): `through` maps
+    each origin ("topic/partition") this partition has absorbed records of to the offset after the
+    last one, and `direct` lists the partitions the engine folded this partition's input into
+    directly when it last wrote the record. A record read again below its own partition's mark was
+    counted and its dead letters and routed items sent; only a direct fold into a partition whose
+    mark is behind it was lost (that partition's record did not reach the changelog) and is redone.
+    Bound: one entry per origin topic and partition that folds into this one.
+    """
 
     events: int = 0
     accepted: int = 0
     duplicates: int = 0
     invalid: int = 0
     rejected: int = 0
+    through: dict[str, int] = field(default_factory=dict)
+    direct: list[int] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.events, self.accepted, self.duplicates, self.invalid, self.rejected])
+        return orjson.dumps(
+            [self.events, self.accepted, self.duplicates, self.invalid, self.rejected, self.through, self.direct]
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Tally:
-        events, accepted, duplicates, invalid, rejected = orjson.loads(raw)
-        return cls(events, accepted, duplicates, invalid, rejected)
+        events, accepted, duplicates, invalid, rejected, *marks = orjson.loads(raw)
+        through = {str(origin): int(offset) for origin, offset in marks[0].items()} if marks else {}
+        direct = [int(partition) for partition in marks[1]] if len(marks) > 1 else []
+        return cls(events, accepted, duplicates, invalid, rejected, through, direct)
 
     def add(self, other: Tally) -> None:
         self.events += other.events

@@ -8,7 +8,10 @@ data directory (RocksDB local store). Then a fresh worker on an *empty* data
 directory recovers every partition from the changelog alone. Both end equal to
 the replay of the same events in every figure of the snapshot, attribution and
 first-touch channels included: the local store, the changelog and the committed
-offsets never disagreed, and no link an entity emitted was lost.
+offsets never disagreed, and no link an entity emitted was lost. The input
+counts (`input`: read, accepted, duplicates, invalid, rejected) equal
+replay's too: they survive the kills and the recovery, and a message read
+again after a kill is counted neither again nor as a duplicate.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from stream.replay import replay
 from stream.simulation import generate_count
-from tests.integration.processes import WorkerProcess, produce_events, stop_group, wait_until
-from tests.integration.test_worker import converges, replayed
+from tests.integration.processes import WorkerProcess, get_json, produce_events, stop_group, wait_until
+from tests.integration.test_worker import POLICY, converges, replayed
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +55,34 @@ def produce_in_chunks(bootstrap: str, prefix: str, events: list[dict[str, Any]],
         time.sleep(pause_s)
 
 
+def replayed_input(events: list[dict[str, Any]]) -> dict[str, int]:
+    """`input` as `leadlag replay` counts it for these events."""
+    _, counts = replay((orjson.dumps(event) for event in events), POLICY)
+    return {
+        "events": counts.events,
+        "accepted": counts.accepted,
+        "duplicates": counts.duplicates,
+        "invalid": counts.invalid,
+        "rejected": counts.rejected,
+        "after_as_of": 0,
+    }
+
+
+def counts_equal(worker: WorkerProcess, expected: dict[str, int]) -> None:
+    latest: list[Any] = []
+
+    def equal() -> bool:
+        latest[:] = [get_json(f"{worker.base}/api/snapshot")["input"]]
+        return bool(latest[0] == expected)
+
+    try:
+        wait_until(equal, 30, "the input counts equal to replay's", worker.log)
+    except AssertionError:
+        assert latest
+        assert latest[0] == expected
+        raise
+
+
 def steps_since_start(worker: WorkerProcess) -> int:
     return int(worker.status()["runtime"]["batches_folded"])
 
@@ -71,6 +104,7 @@ def test_a_worker_killed_five_times_while_folding_then_recovered_on_an_empty_sto
         daemon=True,
     )
     expected = replayed(events)
+    expected_input = replayed_input(events)
 
     data = tmp_path / "data"
     worker: WorkerProcess | None = None
@@ -95,6 +129,7 @@ def test_a_worker_killed_five_times_while_folding_then_recovered_on_an_empty_sto
         producer.join(300)
         assert not producer.is_alive()
         converges(worker, expected, seconds=180)
+        counts_equal(worker, expected_input)
         assert worker.stop() == 0
     finally:
         if worker is not None:
@@ -103,5 +138,6 @@ def test_a_worker_killed_five_times_while_folding_then_recovered_on_an_empty_sto
     with_empty_store = WorkerProcess(embedded_broker.url, topic_prefix, tmp_path / "empty", store="rocksdb").start()
     try:
         converges(with_empty_store, expected, seconds=180)
+        counts_equal(with_empty_store, expected_input)
     finally:
         with_empty_store.stop()

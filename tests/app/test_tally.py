@@ -1,0 +1,34 @@
+"""A partition's input counts travel in one changelog record with the offsets they count through."""
+
+from __future__ import annotations
+
+import orjson
+
+from stream.app.fold import Tally
+
+
+def test_counts_and_their_offsets_survive_the_record() -> None:
+    tally = Tally(
+        events=12,
+        accepted=9,
+        duplicates=1,
+        invalid=1,
+        rejected=1,
+        through={"site_visits/0": 40, "entities/2": 7},
+        direct=[0, 2],
+    )
+
+    assert Tally.decode(tally.encode()) == tally
+
+
+def test_a_record_written_before_marks_were_kept_reads_as_counts_through_nothing() -> None:
+    older = orjson.dumps([12, 9, 1, 1, 1])
+
+    assert Tally.decode(older) == Tally(events=12, accepted=9, duplicates=1, invalid=1, rejected=1)
+
+
+def test_adding_tallies_adds_counts_only() -> None:
+    total = Tally(through={"a": 1})
+    total.add(Tally(events=2, accepted=2, through={"b": 5}))
+
+    assert total == Tally(events=2, accepted=2, through={"a": 1})
