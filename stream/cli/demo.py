@@ -1,8 +1,10 @@
 """`leadlag demo`: the embedded broker, a worker and the simulator in one command, with a live summary.
 
-Everything runs on 127.0.0.1 and is stopped on Ctrl-C, SIGTERM or after
-`--duration`, leaving no process behind. The broker keeps its topics in
-memory only: stopping the demo loses them (DESIGN §2.4).
+Everything runs on 127.0.0.1 and is stopped on Ctrl-C, SIGTERM, SIGHUP, a
+closed output pipe, an error of the demo itself or after `--duration`, leaving
+no process behind; children of a demo killed outright (SIGKILL) get a
+parent-death signal (`stream.lifeline`). The broker keeps its topics in memory
+only: stopping the demo loses them (README.md, "Commands").
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -108,19 +111,66 @@ def live_summary(
     return Group(header, table, money, *alerts, footer)
 
 
-def _terminate(process: subprocess.Popen[bytes] | None, name: str, grace_s: float = 20.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(Exception):
-            stderr.print(f"{name} did not stop in {grace_s:.0f} s; killing it", highlight=False)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+STOP_GRACE_SECONDS = 20.0
+"""How long the worker and the simulator get to stop on SIGTERM before they are killed (the worker bounds its
+own shutdown well below this, also when its broker is gone: see docs/architecture.md, "Stopping")."""
+
+
+class StopRequest:
+    """Why the demo stops: a signal (SIGINT, SIGTERM, SIGHUP) or its output closed; a second signal kills at once.
+
+    Its handlers only set flags, so no Ctrl-C can interrupt the demo halfway through stopping its children.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.signals = 0
+        self.reason: str | None = None
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.signals += 1
+        self.stop(signal.Signals(signum).name)
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.requested.set()
+
+    def kill_now(self) -> bool:
+        return self.signals >= 2
+
+
+class SummaryConsole(Console):
+    """Rich's console, except that a closed output pipe stops the demo in order instead of exiting at once."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        detach_stdout()
+        raise BrokenPipeError("the demo's output was closed")
+
+
+def detach_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone (EPIPE), and nothing may fail writing to it any more."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def summary_line(snapshot: dict[str, Any] | None, elapsed_s: float) -> str:
+    """The summary in one line, for output that is not a terminal (a pipe, `| tee demo.log`)."""
+    if not snapshot or snapshot.get("as_of") is None:
+        return f"{elapsed_s:,.0f} s · waiting for the worker"
+    counts = snapshot["input"]
+    traffic = snapshot["windows"]["24h"]["traffic"]
+    revenue = snapshot["revenue"]
+    firing = [v.get("channel") or "overall" for v in snapshot.get("divergence", []) if v["firing"]]
+    return (
+        f"{elapsed_s:,.0f} s · as of {snapshot['as_of']} · {counts['accepted']:,} events · 24h sessions "
+        f"{traffic['sessions']:,}, leads {traffic['new_leads']:,}, visit→lead {_pct(traffic.get('visit_to_lead_rate'))}"
+        f" · MRR {revenue['mrr']:,.2f} {snapshot['reporting_currency']} · traffic up, conversion down: "
+        f"{'FIRING ' + ', '.join(firing) if firing else 'no'}"
+    )
 
 
 def demo_command(
@@ -143,23 +193,48 @@ def demo_command(
     The simulated company's traffic rises while its conversion falls after --incident-after-minutes: watch
     the divergence alert fire in the summary and on /metrics. Ctrl-C stops everything.
     """
-    from stream.broker import EmbeddedBroker, port_is_free
+    from stream.broker import port_is_free
 
     port = web_port or free_port()
-    base = f"http://127.0.0.1:{port}"
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal must not orphan the children
-        signal.signal(signum, on_signal)
     if not port_is_free(port):
         stderr.print(f"[red]error:[/] port {port} is in use: pass --web-port with a free port (0 picks one)")
         raise typer.Exit(2)
-    worker: subprocess.Popen[bytes] | None = None
-    simulator: subprocess.Popen[bytes] | None = None
+    stop = StopRequest()
+    # Ctrl-C, `kill`, a closed terminal: each only sets a flag, and the children are stopped below whatever
+    # happens; should the demo die without it (SIGKILL), its children get their parent-death signal
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, stop.on_signal) for signum in handled}
+    try:
+        _run_demo(stop, port, duration, speed, backfill_hours, incident_after_minutes, incident_minutes, seed)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop.reason == "output closed":
+        detach_stdout()
+    with contextlib.suppress(Exception):
+        stderr.print("stopped; nothing left running.")
+
+
+def _run_demo(
+    stop: StopRequest,
+    port: int,
+    duration: float | None,
+    speed: float,
+    backfill_hours: float,
+    incident_after_minutes: float,
+    incident_minutes: float,
+    seed: int,
+) -> None:
+    from stream.broker import EmbeddedBroker
+    from stream.lifeline import die_with_parent, stop_process_groups
+
+    base = f"http://127.0.0.1:{port}"
+    children: list[subprocess.Popen[bytes]] = []
+
+    def announce_kill(process: subprocess.Popen[bytes]) -> None:
+        name = "the worker" if process is children[0] else "the simulator"
+        stderr.print(f"{name} did not stop in time; killing it", highlight=False)
+
     with tempfile.TemporaryDirectory(prefix="leadlag-demo-") as tmp, EmbeddedBroker() as broker:
         logs = Path(tmp)
         env = {
@@ -167,6 +242,7 @@ def demo_command(
             "LEADLAG_BROKER": broker.url,
             "LEADLAG_BROKER_KIND": "embedded",
             "LEADLAG_WEB_PORT": str(port),
+            # a fresh data directory for a fresh broker: the demo never meets a store built on another one
             "LEADLAG_DATA_DIR": str(logs / "data"),
             "LEADLAG_FX_RATES": os.environ.get("LEADLAG_FX_RATES", "EUR=1.08"),
             # the same hours a week earlier: against the day before, a Monday looks like a surge and a
@@ -176,57 +252,89 @@ def demo_command(
             "LEADLAG_MONTHLY_TARGETS": os.environ.get("LEADLAG_MONTHLY_TARGETS", DEMO_MONTHLY_TARGETS),
             "LEADLAG_PIPELINE_TARGET": os.environ.get("LEADLAG_PIPELINE_TARGET", DEMO_PIPELINE_TARGET),
         }
-        stderr.print(
-            f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"
-            f"live page:  {base}/\n"
-            f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  {base}/api/alerts\n"
-            "Ctrl-C stops everything.",
-            highlight=False,
-        )
-        try:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", "--log-level", "warning"],
-                env=env,
-                stdout=(logs / "worker.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        with contextlib.suppress(Exception):
+            stderr.print(
+                f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"
+                f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  "
+                f"{base}/api/alerts\nCtrl-C stops everything.",
+                highlight=False,
             )
-            simulator = subprocess.Popen(
-                [
-                    sys.executable, "-m", "stream.cli", "simulate",
-                    "--broker", broker.url,
-                    "--live",
-                    "--speed", str(speed),
-                    "--backfill-hours", str(backfill_hours),
-                    "--incident-after-minutes", str(incident_after_minutes),
-                    "--incident-minutes", str(incident_minutes),
-                    "--seed", str(seed),
-                ],
-                env=env,
-                stdout=(logs / "simulator.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-            started = time.monotonic()
-            console = Console()
-            with Live(live_summary(None, None, 0), console=console, refresh_per_second=1, transient=False) as live:
-                while not stopping and (duration is None or time.monotonic() - started < duration):
-                    if worker.poll() is not None:
-                        stderr.print(f"[red]the worker stopped (exit {worker.returncode}); its log:[/]")
-                        stderr.print((logs / "worker.log").read_text(errors="replace")[-4000:], highlight=False)
-                        raise typer.Exit(1)
-                    snapshot = fetch_json(f"{base}/api/snapshot")
-                    status = fetch_json(f"{base}/api/status")
-                    alerts = fetch_json(f"{base}/api/alerts")
-                    live.update(live_summary(snapshot, status, time.monotonic() - started, alerts))
-                    time.sleep(REFRESH_SECONDS)
-        except KeyboardInterrupt:
-            pass
+        try:
+            if not stop.requested.is_set():
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "stream.cli", "worker", "--log-level", "warning"],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=(logs / "worker.log").open("wb"),
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent(signal.SIGTERM),  # it bounds its own shutdown
+                    )
+                )
+            if not stop.requested.is_set():
+                children.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable, "-m", "stream.cli", "simulate",
+                            "--broker", broker.url,
+                            "--live",
+                            "--speed", str(speed),
+                            "--backfill-hours", str(backfill_hours),
+                            "--incident-after-minutes", str(incident_after_minutes),
+                            "--incident-minutes", str(incident_minutes),
+                            "--seed", str(seed),
+                        ],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=(logs / "simulator.log").open("wb"),
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent(signal.SIGKILL),  # nothing to keep once the demo is gone
+                    )
+                )  # fmt: skip
+            if len(children) == 2:
+                _show_until_stopped(stop, base, duration, children[0], logs / "worker.log")
         finally:
             # the terminal may already be gone (SIGHUP): stopping the children must not depend on printing
             with contextlib.suppress(Exception):
                 stderr.print("stopping the simulator, the worker and the broker…")
-            _terminate(simulator, "the simulator")
-            _terminate(worker, "the worker")
-    with contextlib.suppress(Exception):
-        stderr.print("stopped; nothing left running.")
+            stop_process_groups(children, STOP_GRACE_SECONDS, kill_now=stop.kill_now, on_kill=announce_kill)
+
+
+def _show_until_stopped(
+    stop: StopRequest, base: str, duration: float | None, worker: subprocess.Popen[bytes], worker_log: Path
+) -> None:
+    """Refresh the summary until a stop is requested, `duration` passed or the worker died (typer.Exit(1))."""
+    console = SummaryConsole()
+    started = time.monotonic()
+    live = Live(live_summary(None, None, 0), console=console, auto_refresh=False) if console.is_terminal else None
+    try:
+        if live is not None:
+            live.start(refresh=True)
+        while not stop.requested.is_set() and (duration is None or time.monotonic() - started < duration):
+            if worker.poll() is not None:
+                with contextlib.suppress(Exception):
+                    stderr.print(f"[red]the worker stopped (exit {worker.returncode}); its log:[/]")
+                    stderr.print(worker_log.read_text(errors="replace")[-4000:], highlight=False)
+                raise typer.Exit(1)
+            snapshot = fetch_json(f"{base}/api/snapshot")
+            elapsed = time.monotonic() - started
+            if live is not None:
+                status = fetch_json(f"{base}/api/status")
+                alerts = fetch_json(f"{base}/api/alerts")
+                live.update(live_summary(snapshot, status, elapsed, alerts), refresh=True)
+            else:
+                console.print(summary_line(snapshot, elapsed), highlight=False, soft_wrap=True)
+                console.file.flush()
+            stop.requested.wait(REFRESH_SECONDS)
+    except BrokenPipeError:  # `leadlag demo | tee demo.log` and tee is gone: stop, as `yes | head` does
+        stop.stop("output closed")
+        detach_stdout()
+    finally:
+        if live is not None:
+            try:
+                live.stop()
+            except OSError:  # EPIPE, or EIO from a terminal that hung up
+                stop.stop("output closed")
+                detach_stdout()
