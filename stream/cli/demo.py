@@ -255,6 +255,7 @@ def _run_demo(
         with contextlib.suppress(Exception):
             stderr.print(
                 f"embedded broker on {broker.bootstrap} (memory only: stopping the demo loses every topic)\n"
+                f"live page:  {base}/\n"
                 f"metrics:    {base}/metrics\nJSON views: {base}/api/snapshot  {base}/api/status  "
                 f"{base}/api/alerts\nCtrl-C stops everything.",
                 highlight=False,
