@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -210,3 +210,54 @@ async def read_keyed(bootstrap: str, topic: str, key: bytes, seconds: float = 60
             return values[-1]
         await asyncio.sleep(1)
     raise AssertionError(f"no message with key {key!r} on {topic} within {seconds:.0f} s")
+
+
+class LiveProcess(NamedTuple):
+    pid: int
+    pgid: int
+    command: str
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of a process from /proc; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return fields[0], int(fields[2])
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a dead child its new parent has not reaped yet)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def processes_with_env(marker: str) -> list[LiveProcess]:
+    """Live processes whose environment holds `marker`, other than this one: what a test's children started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() not in (entry / "environ").read_bytes():
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        stat = _stat(int(entry.name))
+        if stat is not None and stat[0] not in ("Z", "X"):
+            found.append(LiveProcess(int(entry.name), stat[1], command))
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
