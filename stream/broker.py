@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Coroutine
 from pathlib import Path
@@ -235,6 +236,10 @@ class EmbeddedBroker:
                     listener,
                     "--storage-engine",
                     "memory://tansu/",
+                    # memory only: each process is a new, empty cluster, and says so by its id, so that a
+                    # worker's local store built against an earlier one is recognised (docs/architecture.md)
+                    "--cluster-id",
+                    f"leadlag-embedded-{uuid.uuid4().hex[:12]}",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -86,7 +86,7 @@ from stream.core.links import entity_of
 from stream.core.policy import Policy
 from stream.settings import Settings
 from stream.state.base import StateBackend
-from stream.state.changelog import Changelog, catch_up
+from stream.state.changelog import Changelog, catch_up, cluster_id
 from stream.state.memory import MemoryBackend
 from stream.state.rocksdb import RocksBackend
 
@@ -346,7 +346,9 @@ class Engine(Service):
         before = {partition: store.offset for partition, store in stores.items()}
         changelog = [TopicPartition(self.changelog_topic, partition) for partition in stores]
         ends = await tansu.end_offsets(self.reader, changelog, embedded=self.embedded)
-        applied = await catch_up(self.reader, self.changelog_topic, stores, {tp.partition: e for tp, e in ends.items()})
+        origin = await cluster_id(self.reader)  # a store built on another (restarted) broker is rebuilt
+        ends_by_partition = {tp.partition: end for tp, end in ends.items()}
+        applied = await catch_up(self.reader, self.changelog_topic, stores, ends_by_partition, origin)
         reloaded = [p for p, store in stores.items() if applied.get(p) or store.offset != before[p]]
         for partition in reloaded:
             fold.reload(partition)

@@ -84,7 +84,15 @@ class PartitionStore(Protocol):
         """Apply `entries` (None deletes) and set `offset`, atomically: a crash keeps all of it or none."""
 
     def clear(self) -> None:
-        """Forget everything (offset 0): the changelog this copy came from is gone."""
+        """Forget everything (offset 0, no origin): the changelog this copy came from is gone."""
+
+    @property
+    def origin(self) -> str | None:
+        """The broker cluster whose changelog this copy was built from (None: not recorded yet). Local only,
+        never in the changelog: it tells a restarted embedded broker (an empty one) from the one it came from."""
+
+    def set_origin(self, origin: str) -> None:
+        """Record the cluster this copy is built from from now on."""
 
     def totals_loaded(self) -> None:
         """The worker loaded the partition's totals from this copy: it may shed their bucket records."""

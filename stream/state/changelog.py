@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import TopicPartition
 
 from stream.state.base import PartitionStore
@@ -76,32 +77,54 @@ class Changelog:
         return ends
 
 
+async def cluster_id(client: AIOKafkaConsumer) -> str | None:
+    """The broker cluster's id (Metadata v2+), or None when the broker gives none; `client` is started."""
+    kafka = client._client  # aiokafka keeps the cluster id of its metadata to itself
+    response = await kafka.send(kafka.get_random_node(), MetadataRequest(topics=[]))
+    found = getattr(response, "cluster_id", None)
+    return str(found) if found else None
+
+
 async def catch_up(
-    reader: AIOKafkaConsumer, topic: str, stores: Mapping[int, PartitionStore], ends: Mapping[int, int]
+    reader: AIOKafkaConsumer,
+    topic: str,
+    stores: Mapping[int, PartitionStore],
+    ends: Mapping[int, int],
+    origin: str | None = None,
 ) -> dict[int, int]:
     """Apply the changelog records from each store's offset up to its end offset; records applied per partition.
 
-    `reader` is a started consumer without a group; its assignment is replaced. A store whose offset is
-    past its end was built from another changelog (e.g. before the embedded broker restarted): it is
-    cleared and rebuilt from offset 0, with a warning.
+    `reader` is a started consumer without a group; its assignment is replaced. `origin` is the broker's
+    cluster id. A store built from another cluster's changelog, or whose offset is past its end (the
+    changelog was recreated), is *stale*: it is cleared and rebuilt from offset 0, with one warning that
+    names the partitions and why. A restarted embedded broker is an empty one with a new cluster id
+    (`stream.broker`), so a data directory kept across it is rebuilt, never mixed with the new changelog.
     """
+    stale: dict[int, str] = {}
     behind: dict[TopicPartition, PartitionStore] = {}
     for partition, store in stores.items():
         end = ends.get(partition, 0)
         if not store.complete and store.offset < end:
             store.clear()  # it kept only part of what it read: read it all again
-        if store.offset > end:
-            log.warning(
-                "the local copy of %s partition %d is at offset %d but the changelog ends at %d: "
-                "the changelog was recreated (a restarted embedded broker is an empty one); rebuilding from it",
-                topic,
-                partition,
-                store.offset,
-                end,
-            )
+        if origin is not None and store.origin not in (None, origin) and store.offset > 0:
+            stale[partition] = f"built from broker cluster {store.origin!r}, this one is {origin!r}"
+        elif store.offset > end:
+            stale[partition] = f"at offset {store.offset} but the changelog ends at {end}"
+        if partition in stale:
             store.clear()
+        if origin is not None and store.origin != origin:
+            store.set_origin(origin)
         if store.offset < end:
             behind[TopicPartition(topic, partition)] = store
+    if stale:
+        log.warning(
+            "the local store does not match the broker's changelog %s (%s): the broker was replaced or "
+            "restarted empty (the embedded broker keeps nothing); discarding the local copy of partitions %s "
+            "and rebuilding them from the changelog",
+            topic,
+            "; ".join(f"partition {partition}: {why}" for partition, why in sorted(stale.items())),
+            sorted(stale),
+        )
     applied = dict.fromkeys(stores, 0)
     if not behind:
         return applied

@@ -19,12 +19,13 @@ from stream.state.base import BUCKET_PREFIX
 class MemoryPartition:
     """One partition's states in a dict (`PartitionStore`)."""
 
-    __slots__ = ("_complete", "_offset", "_partition", "values")
+    __slots__ = ("_complete", "_offset", "_origin", "_partition", "values")
 
     def __init__(self, partition: int) -> None:
         self._partition = partition
         self._offset = 0
         self._complete = True
+        self._origin: str | None = None
         self.values: dict[bytes, bytes] = {}
 
     @property
@@ -67,6 +68,14 @@ class MemoryPartition:
         self.values.clear()
         self._offset = 0
         self._complete = True
+        self._origin = None
+
+    @property
+    def origin(self) -> str | None:
+        return self._origin
+
+    def set_origin(self, origin: str) -> None:
+        self._origin = origin
 
     def close(self) -> None:
         self.values = {}

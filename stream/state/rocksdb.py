@@ -5,9 +5,10 @@ written only with atomic write batches that carry the entities *and* the
 changelog offset under `OFFSET_KEY`. The worker writes a batch only after the
 changelog has acknowledged those records, so a copy found on disk after a crash
 is a prefix of the changelog, and a restart reads just the changelog's tail
-from the stored offset. A stored offset past the changelog's end means the
-changelog is not the one this copy came from (a restarted embedded broker is an
-empty one): the copy is dropped and rebuilt from the changelog.
+from the stored offset. The database also records the broker cluster it was
+built from: a copy of another cluster's changelog (a restarted embedded broker
+is an empty one, with a new cluster id), or with an offset past the changelog's
+end, is dropped and rebuilt from the changelog (`stream.state.changelog`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
-OFFSET_KEY = b"\x00changelog-offset"
-"""Where a partition's database keeps its changelog offset (no entity or meta key starts with NUL)."""
+LOCAL_PREFIX = b"\x00"
+"""Keys of the database itself, never in the changelog (no entity or meta key starts with NUL)."""
+OFFSET_KEY = LOCAL_PREFIX + b"changelog-offset"
+"""Where a partition's database keeps its changelog offset."""
+ORIGIN_KEY = LOCAL_PREFIX + b"changelog-origin"
+"""The broker cluster id the copy was built from (`PartitionStore.origin`)."""
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 """Memtable size per partition (RocksDB's default, 64 MiB, would hold a partition's whole state in memory)."""
 
@@ -68,7 +73,7 @@ class RocksPartition:
             assert isinstance(value, bytes)
             if not key.startswith(prefix):
                 break
-            if key != OFFSET_KEY:
+            if not key.startswith(LOCAL_PREFIX):
                 yield key, value
 
     def write(self, entries: Mapping[bytes, bytes | None], offset: int) -> None:
@@ -86,8 +91,17 @@ class RocksPartition:
         """Nothing to shed: the database is on disk, and a restart reads only the changelog's tail."""
 
     def clear(self) -> None:
-        keys = [key for key, _ in self.items()]
-        self.write(dict.fromkeys(keys), 0)
+        entries: dict[bytes, bytes | None] = {key: None for key, _ in self.items()}
+        entries[ORIGIN_KEY] = None
+        self.write(entries, 0)
+
+    @property
+    def origin(self) -> str | None:
+        stored = self.db.get(ORIGIN_KEY)
+        return None if stored is None else bytes(stored).decode()
+
+    def set_origin(self, origin: str) -> None:
+        self.db[ORIGIN_KEY] = origin.encode()
 
     def close(self) -> None:
         self.db.close()
