@@ -108,6 +108,45 @@ async def test_true_end_offsets_of_empty_partitions_are_0_and_of_several_partiti
     assert ends == {tps[0]: 0, tps[1]: 2 * 10, tps[2]: 4}
 
 
+# -- generation 0: the next member is not held for the session timeout -------------------------------
+
+
+async def assigned_within(consumer: AIOKafkaConsumer, started: float) -> float:
+    """Seconds from `started` until `consumer` (started, subscribed) has an assignment."""
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+    return time.monotonic() - started
+
+
+async def test_a_member_stopped_in_generation_0_leaves_so_the_next_is_assigned_before_the_session_timeout(
+    embedded_broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """Without `leave_group_in_generation_0` the joiner waits about 18 s here (the session timeout, 10 s, and
+    a rebalance); with it about 5 s, as any join (docs/architecture.md, "Stopping")."""
+    from stream.app.engine import EMBEDDED_GROUP_TIMEOUTS_MS
+
+    topic = f"{topic_prefix}gen0"
+    await ensure_topics(embedded_broker.bootstrap, {topic: TopicSpec(2)})
+    group: dict[str, object] = {"group_id": f"{topic_prefix}gen0", **EMBEDDED_GROUP_TIMEOUTS_MS}
+    first = AIOKafkaConsumer(topic, bootstrap_servers=embedded_broker.bootstrap, enable_auto_commit=False, **group)
+    await first.start()
+    tansu.leave_group_in_generation_0(first)
+    try:
+        await asyncio.wait_for(assigned_within(first, time.monotonic()), FAUST_DEADLINE_SECONDS)
+        assert first._coordinator.generation == 0  # the quirk: the broker's first generation is numbered 0
+    finally:
+        await first.stop()
+    joiner = AIOKafkaConsumer(topic, bootstrap_servers=embedded_broker.bootstrap, enable_auto_commit=False, **group)
+    started = time.monotonic()
+    await joiner.start()
+    try:
+        joined_s = await asyncio.wait_for(assigned_within(joiner, started), FAUST_DEADLINE_SECONDS)
+    finally:
+        await joiner.stop()
+    session_timeout_s = EMBEDDED_GROUP_TIMEOUTS_MS["session_timeout_ms"] / 1000
+    assert joined_s < session_timeout_s, f"the joiner waited {joined_s:.1f} s"
+
+
 def test_install_swaps_in_the_true_end_offsets_transport_once() -> None:
     app = faust.App("adapter-install", broker="kafka://127.0.0.1:9", autodiscover=False)
 
@@ -146,6 +185,7 @@ app = faust.App(
     app_id if mode == "write" else f"{app_id}-fresh",
     broker=broker,
     store="memory://",
+    datadir=str(Path(result).parent / f"{mode}-data"),  # next to the test's files, never in the working directory
     topic_partitions=1,
     table_standby_replicas=0,
     consumer_auto_offset_reset="earliest",
