@@ -3,9 +3,10 @@
 A message is one event (a JSON object) or an envelope (a JSON array of
 events). Each event of an envelope is judged on its own: one bad event is
 reported alone while its neighbours are kept (DESIGN §3). What makes the whole
-message unreadable is one reason for the whole message: not JSON, too large
-(`InputLimits`), or a key repeated inside an object (JSON parsers disagree on
-which value wins, so leadlag takes neither).
+message unreadable is one reason for the whole message, never one per event:
+too large or an envelope of too many events (`InputLimits`), not JSON. A key
+repeated inside an object refuses its event (JSON parsers disagree on which
+value wins, so leadlag takes neither).
 
 Event time is bounded on both sides: not before a floor, and not further past
 the wall clock than an allowance. "Now" is passed in (`now_ms`): the shell
