@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def test_a_worker_is_not_ready_while_its_broker_is_stopped_says_why_and_is_ready
 
         assert broker.pid is not None
         os.kill(broker.pid, signal.SIGSTOP)  # the binary itself: it runs in a session of its own
+        stopped = time.monotonic()
         try:
             wait_until(
                 lambda: readyz(worker.base)[0] == 503,
@@ -47,6 +49,7 @@ def test_a_worker_is_not_ready_while_its_broker_is_stopped_says_why_and_is_ready
                 "not ready with the broker stopped",
                 worker.log,
             )
+            print(f"not ready {time.monotonic() - stopped:.1f} s after the broker stopped")
             status, body = readyz(worker.base)
             assert status == 503
             assert body["ready"] is False
@@ -65,6 +68,8 @@ def test_a_worker_is_not_ready_while_its_broker_is_stopped_says_why_and_is_ready
             with contextlib.suppress(ProcessLookupError):
                 os.kill(broker.pid, signal.SIGCONT)
 
+        resumed = time.monotonic()
         wait_until(lambda: readyz(worker.base)[0] == 200, 120, "ready again after SIGCONT", worker.log)
+        print(f"ready again {time.monotonic() - resumed:.1f} s after the broker resumed")
         assert worker.status()["input"]["accepted"] == len(events)
         assert worker.stop() == 0
