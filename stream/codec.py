@@ -15,7 +15,8 @@ clear error instead of being misread.
 
 Layouts (states version 2, items version 1), one JSON array each, records as arrays of their fields, money as strings:
 
-- state: ``[2, kind, ...]`` — visitor ``recent ids, {channel: last visit ms}, [KeptSession], [contact_id]``;
+- state: ``[2, kind, ...]`` — visitor ``recent ids, {channel: last visit ms}, [KeptSession], [contact_id],
+  [[month start ms, [channel]]]``;
   contact ``{event_id: StageRecord}, {event_id: FormRecord with its FillSource}, [Touch as a link row],
   last_account_link, newest_ms, recent ids``;
   account ``AccountState.to_wire()`` (contacts, current subscriptions, head, tail, frozen summary:
@@ -410,7 +411,8 @@ def _check_link(link: Item) -> None:
 def encode_state(state: EntityState) -> bytes:
     """One table value: the state's records behind the format version and its kind."""
     if isinstance(state, VisitorState):
-        body: list[Any] = ["visitor", state.recent.to_wire(), state.last_visits, state.sessions, state.contacts]
+        months = [[month, channels] for month, channels in state.months.items()]
+        body: list[Any] = ["visitor", state.recent.to_wire(), state.last_visits, state.sessions, state.contacts, months]
     elif isinstance(state, ContactState):
         body = [
             "contact",
@@ -430,12 +432,13 @@ def encode_state(state: EntityState) -> bytes:
 
 
 def _visitor(body: list[Any]) -> VisitorState:
-    recent, last_visits, sessions, contacts = body
+    recent, last_visits, sessions, contacts, *months = body  # states written before months were kept have none
     state = VisitorState()
     state.recent = RecentIds.from_wire(recent)
     state.last_visits = dict(last_visits)
     state.sessions = [KeptSession._make(values) for values in sessions]
     state.contacts = list(contacts)
+    state.months = {int(month): list(channels) for month, channels in months[0]} if months else {}
     return state
 
 

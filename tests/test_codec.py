@@ -152,12 +152,22 @@ def test_a_visitor_state_is_written_as_arrays_behind_version_and_kind() -> None:
     state.last_visits = {"paid": JAN_1_MS}
     state.sessions = [KeptSession(JAN_1_MS, "e1", "s1", "paid", "spring")]
     state.contacts = ["c2", "c1"]
+    state.months = {JAN_1_MS: ["paid"]}
     expected = (
         b'[2,"visitor",[1767225600000,0,["e1",1767225600000]],{"paid":1767225600000},'
-        b'[[1767225600000,"e1","s1","paid","spring"]],["c2","c1"]]'
+        b'[[1767225600000,"e1","s1","paid","spring"]],["c2","c1"],[[1767225600000,["paid"]]]]'
     )
     assert encode_state(state) == expected
     assert_identical(state, decode_state("visitor", expected))
+
+
+def test_a_visitor_state_written_before_months_were_kept_reads_with_none() -> None:
+    older = b'[2,"visitor",[1767225600000,0,["e1",1767225600000]],{"paid":1767225600000},[],["c1"]]'
+
+    state = decode_state("visitor", older)
+
+    assert isinstance(state, VisitorState)
+    assert (state.months, state.contacts) == ({}, ["c1"])
 
 
 def test_money_keeps_every_digit_and_its_exponent() -> None:

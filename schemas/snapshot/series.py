@@ -58,11 +58,10 @@ class ChannelMonthTraffic(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sessions: int
-    unique_visitors: int | None = Field(
-        default=None,
+    unique_visitors: int = Field(
         description=(
-            "Distinct visitors of the month, exact; given for the month holding the as-of instant only "
-            "(the totals count a visitor at its last visit, which answers this for windows ending now)."
+            "Distinct visitors (visitor_id) with a session in the month (in this channel), exact: each visitor "
+            "remembers the months it visited in, as many as the snapshot lists."
         ),
     )
     engaged_sessions: int

@@ -28,9 +28,10 @@ are re-emitted anyway), one whose state did not is folded afresh, and a local
 store behind the changelog catches up from it at start-up. Links and
 duplicate events are idempotent at their targets, so the replayed tail changes
 nothing that was already counted: at-least-once delivery, exactly-once
-figures. The input counts travel with the state, so a restart keeps them; after
-a crash they include the re-read tail (read again, mostly as duplicates): they
-are at-least-once counts, the figures are not. (Without broker transactions a
+figures. The input counts travel with the state, with how far into each
+input partition they count (`stream.app.fold.Tally`), so a restart keeps
+them, and a message read again below that mark is not counted twice: the
+counts equal `leadlag replay`'s. (Without broker transactions a
 worker that lost its group membership while stuck mid-step can still write
 after its successor started: a zombie Kafka cannot fence without them, and the
 embedded broker has none.)
@@ -62,7 +63,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -187,6 +188,8 @@ class Engine(Service):
         self._reader: AIOKafkaConsumer | None = None
         self._changelog: Changelog | None = None
         self._send_error: BaseException | None = None
+        self._touched: dict[str, set[int]] = {}
+        """Per origin ("topic/partition"), the owned partitions this flush folded its records into."""
         self.sensors: FaustSensors | None = None
         """Faust's runtime metrics, fed a step at a time (set by the worker once its web pages exist)."""
 
@@ -395,6 +398,7 @@ class Engine(Service):
         """Make a step durable in the one safe order: outbox, changelog, local store, input offsets."""
         await self._send(outbox)
         parts = self.fold.parts
+        self._mark_through(offsets)
         changes = {p: part.changes() for p, part in parts.items() if part.changed()}
         if changes:
             assert self._changelog is not None
@@ -414,8 +418,45 @@ class Engine(Service):
             self.sensors.sent({self.changelog_topic: len(records)})
             self.sensors.folded("leadlag", items, time.perf_counter() - started)
 
+    def _mark_through(self, offsets: dict[TopicPartition, int]) -> None:
+        """Record in each owned partition's counts how far into each origin it has absorbed (see `Tally`)."""
+        parts = self.fold.parts
+        touched = self._touched
+        for tp, offset in offsets.items():
+            origin = origin_key(tp)
+            marked = touched.pop(origin, set())
+            own = parts.get(tp.partition)
+            if own is not None:
+                marked.add(tp.partition)
+                own.tally.direct = sorted(parts)
+            for partition in marked:
+                part = parts.get(partition)
+                if part is not None:
+                    part.tally.through[origin] = offset
+                    part.meta_changed = True
+        touched.clear()
+
+    def _again(self, tp: TopicPartition) -> tuple[str, int, Sequence[int], set[int]]:
+        """For records of `tp`: its origin key, the offset its own partition counted through (records below it
+        are read again after a crash), the partitions it folded into directly then, and this flush's set of
+        partitions it folds into."""
+        origin = origin_key(tp)
+        part = self.fold.parts.get(tp.partition)
+        counted = 0 if part is None else part.tally.through.get(origin, 0)
+        direct: Sequence[int] = () if part is None else part.tally.direct
+        return origin, counted, direct, self._touched.setdefault(origin, set())
+
+    def _refold(self, origin: str, offset: int, target: int, direct: Sequence[int]) -> bool:
+        """Whether an item of a record read again must be folded into `target` (owned): only when it was folded
+        there directly and that partition's record of it did not reach the changelog."""
+        return target in direct and offset >= self.fold.parts[target].tally.through.get(origin, 0)
+
     def _judge_input(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], outbox: Outbox) -> int:
-        """Judge input messages, fold the events of owned partitions, route the others; the events read."""
+        """Judge input messages, fold the events of owned partitions, route the others; the events read.
+
+        A record read again after a crash (below the offset its partition's counts reach) was counted and its
+        dead letters and routed events sent: only a direct fold whose partition record was lost is redone.
+        """
         fold, intake = self.fold, self.intake
         parts = fold.parts
         part = parts.get(tp.partition)
@@ -424,11 +465,19 @@ class Engine(Service):
         counts = self.counts
         late_checked = self.policy.grace_ms is not None
         newest = fold.newest_ms() if late_checked else None
+        origin_id, counted, direct, touched = self._again(tp)
         now_ms = int(time.time() * 1000)  # the wall clock bounds event time (README, "Input events")
         read = 0
         for record in records:
             origin = Origin(topic, partition, record.offset)
             judged = intake.judge(record.value or b"", origin, newest, now_ms)
+            counts.events_in[topic] += judged.read
+            if record.offset < counted:
+                for target, event in judged.events:
+                    if target in parts and self._refold(origin_id, record.offset, target, direct):
+                        fold.fold(target, event, outbox, origin)
+                        touched.add(target)
+                continue
             read += judged.read
             if judged.invalid or judged.rejected:
                 tally.invalid += judged.invalid
@@ -439,6 +488,7 @@ class Engine(Service):
             for target, event in judged.events:
                 if target in parts:
                     fold.fold(target, event, outbox, origin)
+                    touched.add(target)
                 else:
                     outbox.route(target, event)
             if late_checked:
@@ -447,20 +497,23 @@ class Engine(Service):
         if part is not None:
             part.meta_changed = True
         counts.messages_in[topic] += len(records)
-        counts.events_in[topic] += read
         return read
 
     def _fold_routed(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], outbox: Outbox) -> int:
         """Fold routed items (events and links) into owned partitions, forward the others; the items read."""
         fold, partitions = self.fold, self.partitions
         parts = fold.parts
+        origin_id, counted, direct, touched = self._again(tp)
         read = 0
         for record in records:
             origin = Origin(tp.topic, tp.partition, record.offset)
+            again = record.offset < counted
             raw = record.value or b""
             try:
                 items = decode_items(raw, validate=True)
             except CodecError as exc:  # another release, damaged, or not leadlag's: never folded, explained
+                if again:
+                    continue
                 invalid = isinstance(exc, InvalidItem)
                 reason = f"internal error: {'invalid' if invalid else 'undecodable'} routed batch: {exc}"
                 self.counts.deadletters["internal_invalid" if invalid else "internal_error"] += 1
@@ -472,8 +525,11 @@ class Engine(Service):
                 kind, key = entity_of(item)
                 target = entity_partition(kind, key, partitions)
                 if target in parts:
+                    if again and not self._refold(origin_id, record.offset, target, direct):
+                        continue
                     fold.fold(target, item, outbox, origin)
-                else:
+                    touched.add(target)
+                elif not again:
                     outbox.route(target, item)
         return read
 
@@ -596,6 +652,10 @@ def runs_in_time_order(
         run = [record for _, record in group]
         for start in range(0, len(run), longest):
             yield partitions[index], run[start : start + longest]
+
+
+def origin_key(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
 
 
 async def _acquire_within(lock: asyncio.Lock, seconds: float) -> bool:

@@ -24,7 +24,7 @@ from schemas.snapshot.series import (
 from stream.core.policy import Policy
 from stream.core.rates import ratio, whole
 from stream.core.totals import Totals
-from stream.core.traffic import ENGAGED_SESSIONS, LAST_VISITS, LAST_VISITS_ALL, SESSIONS, STAGE_ENTRIES
+from stream.core.traffic import ENGAGED_SESSIONS, MONTH_VISITORS, MONTH_VISITORS_ALL, SESSIONS, STAGE_ENTRIES
 from stream.core.windows import (
     DAY_MS,
     HOUR_MS,
@@ -105,24 +105,22 @@ def indicator_series(totals: Totals, first_ms: int | None, as_of_ms: int | None,
 def month_traffic(totals: Totals, month: str, as_of_ms: int) -> MonthTraffic:
     """One calendar month's sessions, engaged sessions, new leads and visit→lead rate, overall and by channel.
 
-    Unique visitors (distinct visitor_id) are given for the month holding `as_of_ms` only: the totals count a
-    visitor once, at its last visit, which is exact for a span that ends at the newest event and says nothing
-    about an earlier month's distinct visitors.
+    Unique visitors (distinct visitor_id) come from `MONTH_VISITORS`: a visitor counts once in each month it
+    visited in, at the month's start (`stream.core.traffic`).
     """
     whole_month = month_span(month)
     end = window_span(Window.MONTH, as_of_ms).end_ms
     span = Span(whole_month.start_ms, min(whole_month.end_ms, end))
-    current = whole_month.contains(as_of_ms)
     sessions = totals.total_by(SESSIONS, span, 0)
     engaged = totals.total_by(ENGAGED_SESSIONS, span, 0)
     leads = totals.total_by(STAGE_ENTRIES, span, 1, LEAD)
-    visitors = totals.total_by(LAST_VISITS, span, 0) if current else {}
+    visitors = totals.total_by(MONTH_VISITORS, span, 0)
 
     def channel_traffic(channel: str) -> ChannelMonthTraffic:
         channel_sessions, channel_leads = whole(sessions.get(channel, 0)), whole(leads.get(channel, 0))
         return ChannelMonthTraffic(
             sessions=channel_sessions,
-            unique_visitors=whole(visitors.get(channel, 0)) if current else None,
+            unique_visitors=whole(visitors.get(channel, 0)),
             engaged_sessions=whole(engaged.get(channel, 0)),
             new_leads=channel_leads,
             visit_to_lead_rate=ratio(channel_leads, channel_sessions),
@@ -131,7 +129,7 @@ def month_traffic(totals: Totals, month: str, as_of_ms: int) -> MonthTraffic:
     total_sessions, total_leads = whole(sum(sessions.values())), whole(sum(leads.values()))
     return MonthTraffic(
         sessions=total_sessions,
-        unique_visitors=whole(totals.total(LAST_VISITS_ALL, span)) if current else None,
+        unique_visitors=whole(totals.total(MONTH_VISITORS_ALL, span)),
         engaged_sessions=whole(sum(engaged.values())),
         new_leads=total_leads,
         visit_to_lead_rate=ratio(total_leads, total_sessions),

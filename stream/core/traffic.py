@@ -14,7 +14,13 @@ number of its sessions (docs/architecture.md, "Entity state"):
   session and its latest `VISITOR_SESSIONS_KEPT`; later sessions reach known
   contacts as they happen (so a contact identified after more sessions than
   that receives these, and which ones can depend on arrival order);
-- the contacts it is known to be (at most `MAX_CONTACTS_PER_VISITOR`).
+- the contacts it is known to be (at most `MAX_CONTACTS_PER_VISITOR`);
+- the calendar months it visited in, with the channels of each (the latest
+  `Policy.snapshot_months` months, as many as the snapshot lists): the first
+  session of a month, and the first in each channel, count the visitor once
+  among that month's unique visitors (`MONTH_VISITORS`), exact for every month
+  listed. A session in a month older than all of those kept, once that many are
+  kept, is not counted there (no listed month holds it).
 
 When a visitor becomes known as a contact — a session carrying `contact_id`,
 or a form fill naming the visitor — its kept sessions are sent to the contact
@@ -36,7 +42,7 @@ from stream.core.links import Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.rates import ratio
 from stream.core.totals import Delta, Totals
-from stream.core.windows import Span
+from stream.core.windows import Span, month_start
 
 SESSIONS = "sessions"
 ENGAGED_SESSIONS = "engaged_sessions"
@@ -49,6 +55,10 @@ LAST_VISITS = "last_visits"
 """Count, labels (channel,): one per visitor at its last visit in that channel (unique visitors per channel)."""
 LAST_VISITS_ALL = "last_visits_all"
 """Count, labels (): one per visitor at its last visit in any channel (unique visitors overall)."""
+MONTH_VISITORS = "month_visitors"
+"""Count, labels (channel,): one per visitor and channel it visited in, at the start of each month."""
+MONTH_VISITORS_ALL = "month_visitors_all"
+"""Count, labels (): one per visitor active in a month, at the start of the month."""
 STAGE_ENTRIES = "stage_entries"
 """Written by the funnel (labels stage, channel, campaign); leads are its `lead` entries."""
 
@@ -75,7 +85,7 @@ class KeptSession(NamedTuple):
 class VisitorState:
     """One visitor: recent session ids, last visit per channel, kept sessions and known contacts (all bounded)."""
 
-    __slots__ = ("contacts", "last_visits", "recent", "sessions")
+    __slots__ = ("contacts", "last_visits", "months", "recent", "sessions")
 
     def __init__(self) -> None:
         self.recent = RecentIds()
@@ -86,6 +96,8 @@ class VisitorState:
         """The first session and the latest `VISITOR_SESSIONS_KEPT`, in (time, event id) order."""
         self.contacts: list[str] = []
         """Contacts the visitor is known to be, in the order learnt (at most `MAX_CONTACTS_PER_VISITOR`)."""
+        self.months: dict[int, list[str]] = {}
+        """Start of each calendar month it visited in (the latest `Policy.snapshot_months`) -> its channels."""
 
     def touches_for(self, contact_id: str, visitor_id: str) -> list[Touch]:
         return [
@@ -129,7 +141,28 @@ def visitor_delta(visitor_id: str, state: VisitorState) -> Delta:
         delta.count(LAST_VISITS, (channel,), ts)
     if state.last_visits:
         delta.count(LAST_VISITS_ALL, (), max(state.last_visits.values()))
+    for month, channels in state.months.items():
+        delta.count(MONTH_VISITORS_ALL, (), month)
+        for channel in channels:
+            delta.count(MONTH_VISITORS, (channel,), month)
     return delta
+
+
+def _count_month(state: VisitorState, delta: Delta, ts_ms: int, channel: str, kept: int) -> None:
+    """Count the visitor among its month's unique visitors, overall and in `channel`, the first time only."""
+    month = month_start(ts_ms)
+    months = state.months
+    channels = months.get(month)
+    if channels is None:
+        if len(months) >= kept and month < min(months):
+            return  # older than every month kept: no month the snapshot lists holds it
+        channels = months[month] = []
+        delta.count(MONTH_VISITORS_ALL, (), month)
+        if len(months) > kept:
+            del months[min(months)]
+    if channel not in channels:
+        channels.append(channel)
+        delta.count(MONTH_VISITORS, (channel,), month)
 
 
 def _keep(state: VisitorState, session: KeptSession) -> bool:
@@ -171,6 +204,7 @@ def apply_site_visit(state: VisitorState, visit: SiteVisit, policy: Policy = DEF
         last_visits[channel] = ts
         if overall is None or ts > overall:
             _move_last_visit(delta, LAST_VISITS_ALL, (), overall, ts)
+    _count_month(state, delta, ts, channel, policy.snapshot_months)
     session = KeptSession(ts, visit.event_id, visit.session_id, channel, campaign)
     _keep(state, session)
 

@@ -38,7 +38,7 @@ def test_series_views_are_built_with_the_snapshot_and_not_per_request() -> None:
     assert daily["times"][0] == "2026-11-30T00:00:00Z"
     months = orjson.loads(model.respond("/api/series/months", runtime)[1])["months"]
     assert months["2026-11"]["traffic"]["sessions"] == 4
-    assert "unique_visitors" not in months["2026-11"]["traffic"]
+    assert months["2026-11"]["traffic"]["unique_visitors"] == 3
     assert months["2026-12"]["traffic"]["unique_visitors"] == 2
     assert months["2026-12"]["revenue"]["month"] == "2026-12"
     assert "funnel" in months["2026-12"]

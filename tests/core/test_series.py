@@ -120,13 +120,14 @@ def test_daily_buckets_are_utc_days() -> None:
     assert daily.by_channel["organic"].sessions == [2, 0]
 
 
-def test_months_carry_traffic_with_unique_visitors_for_the_current_month_only() -> None:
+def test_months_carry_traffic_with_the_unique_visitors_of_each_month() -> None:
     months = build_series(folded(EVENTS), AS_OF, to_ms(T0), Policy()).months
     assert list(months) == ["2026-11", "2026-12"]
     november, december = months["2026-11"], months["2026-12"]
     assert (november.sessions, november.engaged_sessions, november.new_leads) == (4, 2, 1)
     assert november.visit_to_lead_rate == 1 / 4
-    assert november.unique_visitors is None  # a past month: the totals cannot say (schema's description)
+    assert november.unique_visitors == 3  # v1, v2 and v3 (twice)
+    assert (november.by_channel["paid"].unique_visitors, november.by_channel["organic"].unique_visitors) == (2, 1)
     assert (december.sessions, december.new_leads, december.visit_to_lead_rate) == (2, 1, 1 / 2)
     assert december.unique_visitors == 2  # v4 and v1 came back in December
     assert december.by_channel["paid"].unique_visitors == 2

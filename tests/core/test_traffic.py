@@ -15,6 +15,8 @@ from stream.core.links import Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.totals import Totals
 from stream.core.traffic import (
+    MONTH_VISITORS,
+    MONTH_VISITORS_ALL,
     VISITOR_SESSIONS_KEPT,
     VisitorState,
     apply_site_visit,
@@ -22,7 +24,7 @@ from stream.core.traffic import (
     top_campaigns,
     traffic_window,
 )
-from stream.core.windows import Span, Window, to_ms, window_span
+from stream.core.windows import Span, Window, month_label, month_span, to_ms, window_span
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -199,3 +201,40 @@ def test_unique_visitors_over_a_month_union_the_days() -> None:
     totals = folded(visit(1), visit(2, minutes=24 * 60 * 3), visit(3, visitor="v2", minutes=24 * 60 * 5))
     month = Span(to_ms(datetime(2026, 11, 1, tzinfo=UTC)), to_ms(datetime(2026, 12, 1, tzinfo=UTC)))
     assert traffic_window(totals, month).unique_visitors == 2
+
+
+MONTHS = [month_span(label) for label in ("2026-09", "2026-10", "2026-11")]
+"""Sessions of the month tests: visitor v1 in Sep (paid) and Nov (paid, email); v2 in Oct and Nov (organic)."""
+MONTH_VISITS = [
+    visit(1, channel="paid", minutes=-60 * 24 * 60),
+    visit(2, visitor="v2", channel="organic", minutes=-30 * 24 * 60),
+    visit(3, channel="paid"),
+    visit(4, channel="email", minutes=5),
+    visit(5, visitor="v2", channel="organic", minutes=9),
+    visit(6, channel="paid", minutes=20),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=st.permutations(range(len(MONTH_VISITS))))
+def test_each_past_month_counts_its_distinct_visitors_whatever_the_arrival_order(order: list[int]) -> None:
+    totals = folded(*(MONTH_VISITS[index] for index in order))
+
+    assert [totals.total(MONTH_VISITORS_ALL, month) for month in MONTHS] == [1, 1, 2]
+    assert [totals.total_by(MONTH_VISITORS, month, 0) for month in MONTHS] == [
+        {"paid": 1},
+        {"organic": 1},
+        {"paid": 1, "email": 1, "organic": 1},
+    ]
+
+
+def test_a_visitor_remembers_only_the_latest_months_the_snapshot_lists() -> None:
+    policy = Policy(snapshot_months=2)
+    state = VisitorState()
+    for n, days in enumerate((-60, -30, 0)):
+        apply_site_visit(state, visit(n, minutes=days * 24 * 60), policy)
+
+    assert [month_label(month) for month in state.months] == ["2026-10", "2026-11"]
+    older = apply_site_visit(state, visit(9, minutes=-90 * 24 * 60), policy)
+    assert older.delta.counts.get((MONTH_VISITORS_ALL, (), month_span("2026-08").start_ms)) is None
+    assert len(state.months) == 2
