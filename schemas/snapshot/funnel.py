@@ -53,6 +53,7 @@ class ChannelFunnel(BaseModel):
     time_to_stage: dict[str, StageDuration] = Field(
         description="From the lead moment to mql, sql, opportunity and customer, observed at the reach time."
     )
+    time_in_stage: dict[str, StageDuration] = Field(description="Observed when a contact leaves the stage.")
     open_opportunities: int = Field(description="At the window's end.")
     pipeline_amount: MoneyAmount = Field(description="Sum of the open opportunities' deal values at the window's end.")
     weighted_pipeline: MoneyAmount = Field(description="Σ deal value × stage probability at the window's end.")
@@ -68,15 +69,22 @@ class ChannelFunnel(BaseModel):
 class FunnelWindow(ChannelFunnel):
     by_channel: dict[str, ChannelFunnel]
     form_fills_by_type: dict[str, int]
-    time_in_stage: dict[str, StageDuration] = Field(description="Observed when a contact leaves the stage.")
 
 
-class LeadCohort(BaseModel):
-    """Contacts whose lead moment falls in one calendar month, and how far they have got so far."""
+class CohortProgress(BaseModel):
+    """How far the contacts of a lead cohort (or of one of its channels) have got so far."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cohort_month: str
     size: int = Field(description="Contacts that became leads in the month.")
     reached: dict[str, int] = Field(description="Of them, how many have reached mql, sql, opportunity, customer.")
     conversion: dict[str, float | None] = Field(description="reached / size, by stage: cohort conversion lead→stage.")
+
+
+class LeadCohort(CohortProgress):
+    """Contacts whose lead moment falls in one calendar month, and how far they have got so far."""
+
+    cohort_month: str
+    by_channel: dict[str, CohortProgress] = Field(
+        default_factory=dict, description="The same per first-touch channel of the contacts."
+    )

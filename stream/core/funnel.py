@@ -50,7 +50,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from schemas.channels import NO_CAMPAIGN, UNKNOWN_CHANNEL
 from schemas.events import EXIT_STAGES, FUNNEL_STAGES, FormFill, Stage, StageChange
-from schemas.snapshot.funnel import ChannelFunnel, FunnelWindow, LeadCohort, StageDuration, StageFlow
+from schemas.snapshot.funnel import ChannelFunnel, CohortProgress, FunnelWindow, LeadCohort, StageDuration, StageFlow
 from stream.core.attribution import (
     ATTRIBUTION_CREDIT,
     AttributionModel,
@@ -83,11 +83,11 @@ TIME_TO_STAGE_BUCKET = "time_to_stage_bucket"
 TIME_TO_STAGE_SECONDS = "time_to_stage_seconds"
 """Count (seconds), labels (stage,); the observations' sum."""
 TIME_IN_STAGE_BUCKET = "time_in_stage_bucket"
-"""Count, labels (stage, le); one stint length, non-cumulative, when the contact leaves the stage."""
+"""Count, labels (stage, le, channel); one stint length, non-cumulative, when the contact leaves the stage."""
 TIME_IN_STAGE_SECONDS = "time_in_stage_seconds"
-"""Count (seconds), labels (stage,); the observations' sum."""
+"""Count (seconds), labels (stage, channel); the observations' sum."""
 COHORT_REACHED = "cohort_reached"
-"""Count, labels (cohort_month, stage); +1 at the reach time of lead and each later stage."""
+"""Count, labels (cohort_month, stage, channel); +1 at the reach time of lead and each later stage."""
 OPPORTUNITIES_CLOSED = "opportunities_closed"
 """Count, labels (outcome "won" | "lost", channel); +1 at the close."""
 WON_AMOUNT = "won_amount"
@@ -554,7 +554,7 @@ def timeline_facts(
         cohort = month_label(lead_ms)
         for stage in COHORT_STAGES:
             if stage in reached:
-                _add(facts, COHORT_REACHED, (cohort, stage.value), reached[stage], 1)
+                _add(facts, COHORT_REACHED, (cohort, stage.value, channel), reached[stage], 1)
         for stage in CONVERTING_STAGES:
             if stage in reached:
                 ts = reached[stage]
@@ -587,7 +587,7 @@ def timeline_facts(
         _add(facts, IN_STAGE, (stage.value, channel), start, 1)
         if end is not None:
             _add(facts, IN_STAGE, (stage.value, channel), end, -1)
-            _observe(facts, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS, stage.value, end, end - start)
+            _observe(facts, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS, stage.value, end, end - start, channel)
         if stage is Stage.OPPORTUNITY:
             _add(facts, OPEN_OPPORTUNITIES, (channel,), start, 1)
             if end is not None:
@@ -988,6 +988,7 @@ def _channel_funnel(totals: Totals, span: Span, as_of: Span, channel: str | None
         pipeline_amount=totals.money_total(PIPELINE_AMOUNT, as_of, by_channel_only),
         weighted_pipeline=totals.money_total(WEIGHTED_PIPELINE, as_of, by_channel_only),
         time_to_stage=stage_durations(totals, span, TIME_TO_STAGE_BUCKET, TIME_TO_STAGE_SECONDS, channel),
+        time_in_stage=stage_durations(totals, span, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS, channel),
         won_amount=won_amount,
         average_deal_value=(won_amount / won).quantize(MONEY_PLACES) if won else None,
         average_sales_cycle_days=cycle_seconds / won / (DAY_MS / 1000) if won else None,
@@ -1012,7 +1013,7 @@ def stage_durations(
 ) -> dict[str, StageDuration]:
     """Histograms (cumulative, like Prometheus) of the durations observed in the window, by stage.
 
-    With `channel`, only the contacts of that first-touch channel (time to stage carries one).
+    With `channel`, only the contacts of that first-touch channel.
     """
     durations: dict[str, StageDuration] = {}
     stages = CONVERTING_STAGES if bucket_family == TIME_TO_STAGE_BUCKET else FUNNEL_STAGES
@@ -1056,7 +1057,6 @@ def funnel_window(totals: Totals, span: Span, policy: Policy) -> FunnelWindow:
         form_fills_by_type={
             form_type: whole(value) for form_type, value in sorted(totals.total_by(FORM_FILLS, span, 0).items())
         },
-        time_in_stage=stage_durations(totals, span, TIME_IN_STAGE_BUCKET, TIME_IN_STAGE_SECONDS),
     )
 
 
@@ -1070,16 +1070,27 @@ def lead_cohorts(totals: Totals, as_of_ms: int) -> dict[str, LeadCohort]:
     """Every lead cohort (calendar month of the lead moment) as of an instant, oldest first."""
     known = Span(BEGINNING_MS, as_of_end(as_of_ms))
     cohorts: dict[str, LeadCohort] = {}
-    for month in sorted({labels[0] for labels in totals.labels_of(COHORT_REACHED)}):
-        per_stage = totals.total_by(COHORT_REACHED, known, 1, {0: month})
-        size = whole(per_stage.get(Stage.LEAD.value, 0))
-        if not size:
+    labels = list(totals.labels_of(COHORT_REACHED))
+    for month in sorted({label[0] for label in labels}):
+        overall = _cohort_progress(totals.total_by(COHORT_REACHED, known, 1, {0: month}))
+        if overall is None:
             continue
-        reached = {stage.value: whole(per_stage.get(stage.value, 0)) for stage in CONVERTING_STAGES}
-        cohorts[month] = LeadCohort(
-            cohort_month=month,
-            size=size,
-            reached=reached,
-            conversion={stage: cohort_conversion(count, size) for stage, count in reached.items()},
-        )
+        by_channel = {
+            channel: progress
+            for channel in sorted({label[2] for label in labels if label[0] == month})
+            if (progress := _cohort_progress(totals.total_by(COHORT_REACHED, known, 1, {0: month, 2: channel})))
+        }
+        cohorts[month] = LeadCohort(cohort_month=month, by_channel=by_channel, **dict(overall))
     return cohorts
+
+
+def _cohort_progress(per_stage: dict[str, float]) -> CohortProgress | None:
+    size = whole(per_stage.get(Stage.LEAD.value, 0))
+    if not size:
+        return None
+    reached = {stage.value: whole(per_stage.get(stage.value, 0)) for stage in CONVERTING_STAGES}
+    return CohortProgress(
+        size=size,
+        reached=reached,
+        conversion={stage: cohort_conversion(count, size) for stage, count in reached.items()},
+    )

@@ -199,6 +199,23 @@ def test_ten_customers_of_two_hundred_leads_is_five_percent_by_period_and_by_coh
     assert lead_cohorts(totals, to_ms(at(30, 12)))["2026-01"].conversion["customer"] == 0.0
 
 
+def test_a_lead_cohort_is_split_by_the_first_touch_channel_of_its_contacts() -> None:
+    totals = folded(
+        fill("c1", days=0, channel="paid"),
+        stage("c1", "lead", 0),
+        stage("c1", "customer", 5),
+        fill("c2", days=0, channel="paid"),
+        stage("c2", "lead", 1),
+        stage("c3", "lead", 2),  # no touchpoint: unknown
+        stage("c3", "mql", 3),
+    )
+    cohort = lead_cohorts(totals, to_ms(at(10)))["2026-01"]
+    paid, unknown = cohort.by_channel["paid"], cohort.by_channel[UNKNOWN_CHANNEL]
+    assert (cohort.size, cohort.reached["customer"], cohort.reached["mql"]) == (3, 1, 2)
+    assert (paid.size, paid.reached["customer"], paid.conversion["customer"]) == (2, 1, 0.5)
+    assert (unknown.size, unknown.reached["mql"], unknown.conversion["customer"]) == (1, 1, 0.0)
+
+
 def test_win_rate_average_deal_value_and_sales_velocity_by_hand() -> None:
     totals = folded(
         stage("won", "lead", 0),
@@ -315,6 +332,24 @@ def test_time_to_convert_by_channel_counts_each_contact_under_its_first_touch_ch
     assert (paid.count, paid.mean_seconds) == (1, 7200)
     assert (unknown.count, unknown.mean_seconds) == (1, 1800)
     assert window.time_to_stage["mql"].count == paid.count + unknown.count
+
+
+def test_time_in_stage_by_channel_counts_each_stint_under_the_contacts_first_touch_channel() -> None:
+    totals = folded(
+        fill("c1", days=0, channel="paid"),
+        stage("c1", "lead", 0),
+        stage("c1", "mql", 2),  # 2 days in lead
+        stage("c2", "lead", 0),  # no touchpoint: unknown
+        stage("c2", "mql", 0, hours=6),  # 6 hours in lead
+        stage("c2", "sql", 1),  # 18 hours in mql
+    )
+    window = funnel_window(totals, days_span(0, 3), POLICY)
+    paid, unknown = window.by_channel["paid"], window.by_channel[UNKNOWN_CHANNEL]
+    assert (paid.time_in_stage["lead"].count, paid.time_in_stage["lead"].mean_seconds) == (1, 2 * 86400)
+    assert (unknown.time_in_stage["lead"].count, unknown.time_in_stage["lead"].mean_seconds) == (1, 6 * 3600)
+    assert (paid.time_in_stage["mql"].count, unknown.time_in_stage["mql"].mean_seconds) == (0, 18 * 3600)
+    assert window.time_in_stage["lead"].count == 2
+    assert window.time_in_stage["lead"].mean_seconds == (2 * 86400 + 6 * 3600) / 2
 
 
 # -- channels and touchpoints ------------------------------------------------------------------

@@ -109,14 +109,14 @@ function headline(snapshot) {
 function funnel(snapshot, windowName, channel) {
   const win = snapshot.windows[windowName];
   const f = channel ? win.funnel.by_channel[channel] : win.funnel;
-  const cohorts = Object.values(snapshot.lead_cohorts);
+  const cohorts = Object.values(snapshot.lead_cohorts).map((c) => (channel ? c.by_channel[channel] : c)).filter(Boolean);
   const reached = {}; let size = 0;
   for (const cohort of cohorts) { size += cohort.size; for (const [stage, n] of Object.entries(cohort.reached)) reached[stage] = (reached[stage] || 0) + n; }
   const stages = STAGES.filter((s) => f && f.stages[s]);
   $("funnel").tBodies[0].innerHTML = stages.map((stage, i) => {
     const flow = f.stages[stage];
     const pair = i > 0 ? stages[i - 1] + "_to_" + stage : null;
-    const inStage = win.funnel.time_in_stage[stage];
+    const inStage = f.time_in_stage[stage];
     const cohort = stage === "lead" ? (size ? 1 : null) : reached[stage] != null && size ? reached[stage] / size : null;
     return `<tr><td>${stage}</td><td>${num(flow.entries)}</td><td>${pair ? pct(f.period_conversion[pair]) : ""}</td>
       <td>${STAGES.indexOf(stage) >= 1 ? pct(cohort) : ""}</td><td>${pct(flow.drop_off_rate)}</td><td>${num(flow.in_stage)}</td>
