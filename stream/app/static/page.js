@@ -22,7 +22,8 @@ async function getJson(path) {
   const bearer = token();
   if (bearer) headers.Authorization = "Bearer " + bearer;
   const response = await fetch(path, { headers, cache: "no-store" });
-  if (!response.ok) throw new Error(path + ": HTTP " + response.status);
+  // /api/status answers 503 while the worker is not ready, with the same body saying why
+  if (!response.ok && !(path === "/api/status" && response.status === 503)) throw new Error(path + ": HTTP " + response.status);
   return response.json();
 }
 
@@ -184,7 +185,8 @@ function health(alerts, status) {
   const dead = Object.values(runtime.deadletters).reduce((a, b) => a + b, 0);
   const events = Object.values(runtime.events_in).reduce((a, b) => a + b, 0);
   const rows = [
-    ["ready", status.ready ? "yes" : "no"], ["recovering", runtime.recovering ? "yes" : "no"],
+    ["ready", status.ready ? "yes" : "no: " + esc((status.not_ready || []).map((c) => c.reason).join("; "))],
+    ["recovering", runtime.recovering ? "yes" : "no"],
     ["consumer lag (messages)", num(lag)], ["dead letters", num(dead) + (dead ? " (" + Object.entries(runtime.deadletters).map(([k, v]) => k + " " + v).join(", ") + ")" : "")],
     ["events read", num(events)], ["partitions assigned", num(runtime.partitions_assigned)],
     ["snapshot build", num(runtime.snapshot_seconds * 1000, 0) + " ms"],
