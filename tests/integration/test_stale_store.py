@@ -41,13 +41,12 @@ def test_a_data_directory_from_before_a_broker_restart_is_rebuilt_from_the_new_b
         with running_worker(restarted.url, topic_prefix, tmp_path / "other-data") as other:
             asyncio.run(produce_events(restarted.bootstrap, topic_prefix, after, envelope_size=100))
             other.wait_for(len(after))
-            converges(other, replayed(after))
             assert other.stop() == 0
         with running_worker(restarted.url, topic_prefix, kept) as worker:
-            converges(worker, replayed(after), seconds=90)
+            converges(worker, replayed(after), seconds=120)
             asyncio.run(produce_events(restarted.bootstrap, topic_prefix, later, envelope_size=100))
             worker.wait_for(len(after) + len(later))
-            converges(worker, replayed(after + later))
+            converges(worker, replayed(after + later), seconds=120)
             counts = worker.status()["input"]
             assert worker.stop() == 0
     assert counts["accepted"] + counts["duplicates"] == len(after) + len(later)
