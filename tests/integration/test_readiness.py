@@ -15,7 +15,14 @@ import pytest
 
 from stream.broker import EmbeddedBroker
 from stream.simulation import generate_count
-from tests.integration.processes import WORKER_READY_SECONDS, get, produce_events, running_worker, wait_until
+from tests.integration.processes import (
+    WORKER_READY_SECONDS,
+    get,
+    produce_events,
+    running_worker,
+    stop_group,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +80,35 @@ def test_a_worker_is_not_ready_while_its_broker_is_stopped_says_why_and_is_ready
         print(f"ready again {time.monotonic() - resumed:.1f} s after the broker resumed")
         assert worker.status()["input"]["accepted"] == len(events)
         assert worker.stop() == 0
+
+
+def test_a_worker_killed_and_restarted_is_ready_only_once_it_holds_every_partition_again(
+    embedded_broker: Any, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The killed member stays in the group until the broker drops it; the restarted one must not say ready
+    before then with part of the partitions (it waits for its join, then recovers)."""
+    events = list(generate_count(2_000, seed=5))
+    asyncio.run(produce_events(embedded_broker.bootstrap, topic_prefix, events, envelope_size=50))
+    data = tmp_path / "data"
+    with running_worker(embedded_broker.url, topic_prefix, data) as first:
+        first.wait_for(len(events))
+        wait_until(lambda: readyz(first.base)[0] == 200, WORKER_READY_SECONDS, "ready", first.log)
+        assert first.process is not None
+        stop_group(first.process, signal.SIGKILL)
+
+    with running_worker(embedded_broker.url, topic_prefix, data) as again:
+        seen: list[tuple[int, int, tuple[str, ...]]] = []
+
+        def ready_with_every_partition() -> bool:
+            status, body = get(f"{again.base}/api/status")
+            state = json.loads(body)
+            conditions = tuple(m["condition"] for m in state["not_ready"])
+            seen.append((status, state["runtime"]["partitions_assigned"], conditions))
+            return status == 200
+
+        started = time.monotonic()
+        wait_until(ready_with_every_partition, WORKER_READY_SECONDS, "the restarted worker ready", again.log)
+        print(f"ready {time.monotonic() - started:.1f} s after the restart; states seen: {sorted(set(seen))}")
+        assert all(partitions == 4 for status, partitions, _ in seen if status == 200), seen
+        assert any(status == 503 and "assignment" in conditions for status, _, conditions in seen), seen
+        assert again.counted() == len(events)
