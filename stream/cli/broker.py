@@ -41,7 +41,8 @@ def broker_command(
             raise typer.Exit(1) from None
         stderr.print(
             f"embedded broker listening on {broker.bootstrap} (Kafka protocol, loopback only)\n"
-            "it keeps everything in memory: stopping it loses every topic\n"
+            "it keeps everything in memory: stopping it loses every topic (a worker started again on its old "
+            "data directory rebuilds it from the new, empty broker)\n"
             f"workers: LEADLAG_BROKER={broker.url} LEADLAG_BROKER_KIND=embedded\n"
             "stop with Ctrl-C",
             highlight=False,
