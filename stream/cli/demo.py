@@ -37,6 +37,8 @@ REFRESH_SECONDS = 3.0
 DEMO_MONTHLY_TARGETS = "lead=2800,mql=1200,sql=550,opportunity=280,customer=90"
 """A little above what the simulated company reaches in a month (2,684 leads, 85 customers in January)."""
 DEMO_PIPELINE_TARGET = "75000"
+DEMO_MAX_FUTURE_HOURS = "8760"
+"""The simulated clock runs 600 times faster than the wall clock: 24 h ahead after 144 s, a year after 14.6 h."""
 
 
 def free_port() -> int:
@@ -251,6 +253,9 @@ def _run_demo(
             # OKRs for the simulated company (about 5,000 weekday sessions): drawn on the funnel dashboard
             "LEADLAG_MONTHLY_TARGETS": os.environ.get("LEADLAG_MONTHLY_TARGETS", DEMO_MONTHLY_TARGETS),
             "LEADLAG_PIPELINE_TARGET": os.environ.get("LEADLAG_PIPELINE_TARGET", DEMO_PIPELINE_TARGET),
+            # the simulator runs ten minutes of company time per second, past the wall clock within minutes:
+            # a year's allowance keeps its events countable for the demo's whole life
+            "LEADLAG_MAX_FUTURE_HOURS": os.environ.get("LEADLAG_MAX_FUTURE_HOURS", DEMO_MAX_FUTURE_HOURS),
         }
         with contextlib.suppress(Exception):
             stderr.print(
