@@ -170,6 +170,15 @@ def test_a_bad_setting_stops_with_a_message_naming_it() -> None:
     assert b"EUR=1.08" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["worker"], ["bench", "--events", "10"], ["replay", "-"]])
+def test_markup_in_a_bad_setting_is_printed_as_it_is(command: list[str]) -> None:
+    result = run(*command, stdin=b"", env={"LEADLAG_FX_RATES": "[/bold]\x1b[2J"})
+    assert result.returncode == 2, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"'[/bold]" in result.stderr
+    assert b"\x1b" not in result.stderr  # the escape shown escaped, never sent to the terminal
+
+
 def test_a_missing_file_is_a_clear_error() -> None:
     result = run("replay", "/nonexistent/events.ndjson")
     assert result.returncode == 2

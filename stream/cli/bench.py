@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.cli.console import stderr
+from stream.cli.console import safe, stderr
 
 if TYPE_CHECKING:
     from stream.bench import ShapeResult
@@ -42,7 +42,7 @@ def bench_command(
     try:
         settings = load_settings(**({"broker": broker} if broker else {}))
     except SettingsError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {safe(str(exc))}")
         raise typer.Exit(2) from None
     target = settings.broker or None
     stderr.print(
@@ -68,11 +68,11 @@ def bench_command(
                 on_step=step,
             )
         except BenchError as exc:
-            stderr.print(f"[red]error:[/] {exc}")
+            stderr.print(f"[red]error:[/] {safe(str(exc))}")
             raise typer.Exit(1) from None
     for result in results:
         if result.worker_error:
-            stderr.print(f"[red]worker, envelopes of {result.envelope_size}:[/] {result.worker_error}")
+            stderr.print(f"[red]worker, envelopes of {result.envelope_size}:[/] {safe(str(result.worker_error))}")
     if as_json:
         print(json.dumps([result.as_json() for result in results], indent=2))
     else:

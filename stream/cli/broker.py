@@ -8,8 +8,9 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from stream.cli.console import stderr
+from stream.cli.console import safe, stderr
 
 WATCH_SECONDS = 1.0
 """How often the command checks that the broker process is still alive while it waits for Ctrl-C."""
@@ -37,7 +38,7 @@ def broker_command(
         try:
             broker.start()
         except BrokerError as exc:
-            stderr.print(f"[red]error:[/] {exc}", highlight=False)
+            stderr.print(f"[red]error:[/] {safe(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         stderr.print(
             f"embedded broker listening on {broker.bootstrap} (Kafka protocol, loopback only)\n"
@@ -49,7 +50,7 @@ def broker_command(
         )
         while not stop.wait(WATCH_SECONDS):
             if not broker.running:
-                stderr.print(f"[red]error:[/] the embedded broker exited unexpectedly\n{broker.log_tail()}")
+                stderr.print(f"[red]error:[/] the embedded broker exited unexpectedly\n{escape(broker.log_tail())}")
                 raise typer.Exit(1)
         stderr.print("stopping the embedded broker…")
     finally:

@@ -16,7 +16,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from stream.cli.console import stderr
+from stream.cli.console import safe, stderr
 from stream.cli.options import parse_instant
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def _kafka_settings(broker: str, topic_prefix: str | None) -> Settings:
     try:
         return load_settings(**overrides)
     except SettingsError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {safe(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -294,7 +294,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, ProduceStats]]) -> ProduceStats:
     try:
         return asyncio.run(main())
     except (ProduceError, TopicMismatch, TopicCreationFailed) as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {safe(str(exc))}")
         raise typer.Exit(1) from None
     except Exception as exc:  # the broker is unreachable, refuses the credentials, …
         if type(exc).__module__.startswith("aiokafka"):

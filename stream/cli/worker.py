@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stream.cli.console import stderr
+from stream.cli.console import safe, stderr
 from stream.settings import Settings, SettingsError, load_settings
 
 
@@ -17,7 +17,7 @@ def load_worker_settings(**overrides: object) -> Settings:
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {safe(str(exc))}")
         raise typer.Exit(2) from None
     if not settings.broker:
         stderr.print(
@@ -35,7 +35,7 @@ def prepare_topics(settings: Settings) -> None:
     try:
         asyncio.run(ensure_topics(settings.broker, leadlag_topics(settings), settings=settings))
     except TopicMismatch as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {safe(str(exc))}")
         raise typer.Exit(2) from None
 
 
