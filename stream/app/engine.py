@@ -446,10 +446,14 @@ class Engine(Service):
         direct: Sequence[int] = () if part is None else part.tally.direct
         return origin, counted, direct, self._touched.setdefault(origin, set())
 
+    def _absorbed(self, origin: str, offset: int, target: int) -> bool:
+        """Whether `target` (owned) already holds what the record at `offset` of `origin` folded into it."""
+        return offset < self.fold.parts[target].tally.through.get(origin, 0)
+
     def _refold(self, origin: str, offset: int, target: int, direct: Sequence[int]) -> bool:
         """Whether an item of a record read again must be folded into `target` (owned): only when it was folded
         there directly and that partition's record of it did not reach the changelog."""
-        return target in direct and offset >= self.fold.parts[target].tally.through.get(origin, 0)
+        return target in direct and not self._absorbed(origin, offset, target)
 
     def _judge_input(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], outbox: Outbox) -> int:
         """Judge input messages, fold the events of owned partitions, route the others; the events read.
@@ -487,6 +491,9 @@ class Engine(Service):
                     outbox.dead_letters.append((partition, letter))
             for target, event in judged.events:
                 if target in parts:
+                    # the origin's record was lost but the target's reached the changelog: counted there already
+                    if target != partition and self._absorbed(origin_id, record.offset, target):
+                        continue
                     fold.fold(target, event, outbox, origin)
                     touched.add(target)
                 else:

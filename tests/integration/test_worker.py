@@ -56,16 +56,16 @@ class Close(float):
         return hash(round(self, 6))
 
 
-def replayed(events: list[dict[str, Any]]) -> dict[str, Any]:
+def replayed(events: list[dict[str, Any]], policy: Policy = POLICY) -> dict[str, Any]:
     """The snapshot `leadlag replay` prints for these events, minus the run's input counts."""
-    ledger = Ledger(POLICY)
+    ledger = Ledger(policy)
     for raw in events:
         ledger.fold(EVENT_ADAPTER.validate_python(raw))
     snapshot = build_snapshot(
         ledger.totals(),
         ledger.watermark_ms,
         ledger.earliest_ms,
-        POLICY,
+        policy,
         InputCounts(events=0, accepted=0, duplicates=0, invalid=0, rejected=0),
     )
     body = snapshot.model_dump(mode="json", exclude_none=True)
