@@ -525,7 +525,9 @@ class Engine(Service):
                 reason = f"internal error: {'invalid' if invalid else 'undecodable'} routed batch: {exc}"
                 self.counts.deadletters["internal_invalid" if invalid else "internal_error"] += 1
                 (parts[tp.partition].tally if tp.partition in parts else self.unowned).rejected += 1
-                outbox.dead_letters.append((tp.partition, dead_letter(raw, reason, origin, None)))
+                outbox.dead_letters.append(
+                    (tp.partition, dead_letter(raw, reason, origin, None, self.policy.limits.deadletter_max_bytes))
+                )
                 continue
             read += len(items)
             for item in items:

@@ -267,7 +267,12 @@ class Fold:
             part.tally.rejected += 1
             part.meta_changed = True
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            outbox.dead_letters.append((origin.partition, dead_letter(item_json(item), reason, origin, None)))
+            outbox.dead_letters.append(
+                (
+                    origin.partition,
+                    dead_letter(item_json(item), reason, origin, None, self.policy.limits.deadletter_max_bytes),
+                )
+            )
             return
         if not step.duplicate:
             part.buckets.touch(step.delta)
