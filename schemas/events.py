@@ -1,4 +1,4 @@
-"""The input contract (DESIGN §3, schema_version 1): one pydantic model per event type.
+"""The input contract (README, "Input events"; schema_version 1): one pydantic model per event type.
 
 `Event` is the discriminated union on `type`; `parse_event` / `parse_events`
 validate raw JSON bytes the way every entry point (replay, the worker) does,
@@ -71,7 +71,7 @@ def _integer_only(value: Any) -> Any:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
-"""RFC 3339 with an offset; a timestamp without one is bad input (DESIGN §3)."""
+"""RFC 3339 with an offset; a timestamp without one is bad input (README, "Input events")."""
 
 MAX_AMOUNT_DIGITS = 20
 Money = Annotated[

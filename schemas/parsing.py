@@ -2,7 +2,7 @@
 
 A message is one event (a JSON object) or an envelope (a JSON array of
 events). Each event of an envelope is judged on its own: one bad event is
-reported alone while its neighbours are kept (DESIGN §3). What makes the whole
+reported alone while its neighbours are kept (README, "Input events"). What makes the whole
 message unreadable is one reason for the whole message, never one per event:
 too large or an envelope of too many events (`InputLimits`), not JSON. A key
 repeated inside an object refuses its event (JSON parsers disagree on which

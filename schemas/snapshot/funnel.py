@@ -1,4 +1,4 @@
-"""Funnel read models (DESIGN §4 Funnel): stage entries, conversion, drop-off, time to convert, pipeline.
+"""Funnel read models (stream/core/funnel.py): stage entries, conversion, drop-off, time to convert, pipeline.
 
 Money is in the reporting currency; a rate whose denominator is zero is None.
 """

@@ -1,4 +1,4 @@
-"""Traffic figures of one window (DESIGN §4 Traffic)."""
+"""Traffic figures of one window (stream/core/traffic.py)."""
 
 from __future__ import annotations
 

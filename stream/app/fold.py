@@ -54,7 +54,7 @@ class Tally:
     """A partition's input counts (persisted with its state): read, accepted, duplicate, invalid, rejected.
 
     The counts travel in one changelog record with the marks that keep them exact when a crash makes
-    the engine read messages again (docs/architecture.md, "Changelog and recovery"): `through` maps
+    the engine read messages again (docs/architecture.md, "State, changelog and recovery"): `through` maps
     each origin ("topic/partition") this partition has absorbed records of to the offset after the
     last one, and `direct` lists the partitions the engine folded this partition's input into
     directly when it last wrote the record. A record read again below its own partition's mark was

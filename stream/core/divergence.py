@@ -70,7 +70,7 @@ def divergence_verdict(
     window: Span,
     baseline: Span,
 ) -> DivergenceVerdict:
-    """ "Traffic up, conversion down" for one scope (DESIGN §4 Divergence).
+    """ "Traffic up, conversion down" for one scope (README, "The snapshot").
 
     Fires when, comparing the window with the baseline, all hold:
     - sessions rose by at least `sessions_rise` (relative: now / base − 1 ≥ 0.20);

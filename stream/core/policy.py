@@ -1,4 +1,4 @@
-"""The choices a metric depends on (DESIGN §4 defaults), and money conversion.
+"""The choices a metric depends on (README, "Configuration"), and money conversion.
 
 A plain frozen dataclass, so reducers stay free of settings machinery; the
 shell (CLI, worker) builds one from its validated settings.
@@ -41,7 +41,7 @@ DEFAULT_STAGE_PROBABILITY: dict[Stage, Decimal] = {
 
 @dataclass(frozen=True, slots=True)
 class DivergencePolicy:
-    """When "traffic up, conversion down" is an alert (DESIGN §4)."""
+    """When "traffic up, conversion down" is an alert (README, "The snapshot")."""
 
     window_ms: int = DAY_MS
     baseline: str = "previous"

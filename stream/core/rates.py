@@ -1,4 +1,4 @@
-"""Ratios as DESIGN §4 defines them: absent when the denominator is zero, never 0 and never NaN."""
+"""Ratios as the snapshot defines them: absent when the denominator is zero, never 0 and never NaN."""
 
 from __future__ import annotations
 

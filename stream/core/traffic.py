@@ -255,7 +255,7 @@ def _channel_traffic(totals: Totals, span: Span, match: dict[int, str], leads: f
 
 
 def top_campaigns(by_campaign: dict[str, float], top_n: int) -> dict[str, int]:
-    """The `top_n` campaigns by sessions, the rest summed as `other` (bounded labels, DESIGN §5)."""
+    """The `top_n` campaigns by sessions, the rest summed as `other` (bounded labels)."""
     ranked = sorted(by_campaign.items(), key=lambda item: (-item[1], item[0]))
     capped = {name: int(value) for name, value in ranked[:top_n]}
     rest = sum(value for _, value in ranked[top_n:])

@@ -1,4 +1,4 @@
-"""Acquisition: spend, CPL, CAC, LTV:CAC, payback and ROI (DESIGN §4 Acquisition), folded from events."""
+"""Acquisition: spend, CPL, CAC, LTV:CAC, payback and ROI (stream/core/acquisition.py), folded from events."""
 
 from __future__ import annotations
 

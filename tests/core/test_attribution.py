@@ -1,4 +1,4 @@
-"""Attribution: channel credit of a contact's lead, opportunity and customer (DESIGN §4 Attribution)."""
+"""Attribution: channel credit of a contact's lead, opportunity and customer (stream/core/attribution.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Funnel: stage entries, exits, staleness, conversion, time to convert, pipeline (DESIGN §4 Funnel)."""
+"""Funnel: stage entries, exits, staleness, conversion, time to convert, pipeline (stream/core/funnel.py)."""
 
 from __future__ import annotations
 

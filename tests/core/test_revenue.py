@@ -1,4 +1,4 @@
-"""Revenue: MRR normalisation, movements, churn and LTV (DESIGN §4 Revenue), folded from events."""
+"""Revenue: MRR normalisation, movements, churn and LTV (stream/core/revenue.py), folded from events."""
 
 from __future__ import annotations
 
@@ -538,7 +538,7 @@ NO_COMPACTION = AccountBounds(tail_min_events=1, tail_max_events=3, exact_moment
 
 
 def reference_facts(events: list[Subscription], channel: str = "unknown") -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """The account's facts from all its events, by the definitions (DESIGN, Revenue)."""
+    """The account's facts from all its events, by the definitions (stream/core/revenue.py)."""
     delta = Delta()
     ordered = sorted({event.event_id: event for event in events}.values(), key=lambda e: (e.occurred_ms, e.event_id))
     latest: dict[str, tuple[str, Decimal]] = {}

@@ -1,4 +1,4 @@
-"""Traffic: sessions, unique visitors, engagement and visit→lead (DESIGN §4 Traffic)."""
+"""Traffic: sessions, unique visitors, engagement and visit→lead (stream/core/traffic.py)."""
 
 from __future__ import annotations
 

@@ -291,7 +291,7 @@ def test_docker_compose_rejects_a_copy_with_one_mistake(
 
 
 def test_the_stack_is_the_one_the_design_describes() -> None:
-    """DESIGN §1: Kafka (KRaft), the leadlag worker, a traffic simulator, Prometheus, Alertmanager, Grafana."""
+    """The stack: Kafka (KRaft), the leadlag worker, a traffic simulator, Prometheus, Alertmanager, Grafana."""
     assert set(compose()["services"]) == SERVICES
     assert service("kafka")["image"].startswith("apache/kafka:")
     assert service("prometheus")["image"].startswith("prom/prometheus:")

@@ -1,4 +1,4 @@
-"""The input contract of DESIGN §3: what is accepted, what is refused and why."""
+"""The input contract (README, "Input events"): what is accepted, what is refused and why."""
 
 from __future__ import annotations
 
