@@ -63,7 +63,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -425,10 +425,8 @@ class Engine(Service):
         for tp, offset in offsets.items():
             origin = origin_key(tp)
             marked = touched.pop(origin, set())
-            own = parts.get(tp.partition)
-            if own is not None:
+            if tp.partition in parts:
                 marked.add(tp.partition)
-                own.tally.direct = sorted(parts)
             for partition in marked:
                 part = parts.get(partition)
                 if part is not None:
@@ -436,30 +434,24 @@ class Engine(Service):
                     part.meta_changed = True
         touched.clear()
 
-    def _again(self, tp: TopicPartition) -> tuple[str, int, Sequence[int], set[int]]:
+    def _marks(self, tp: TopicPartition) -> tuple[str, int, set[int]]:
         """For records of `tp`: its origin key, the offset its own partition counted through (records below it
-        are read again after a crash), the partitions it folded into directly then, and this flush's set of
-        partitions it folds into."""
+        are read again after a crash), and this flush's set of partitions its records are folded into."""
         origin = origin_key(tp)
         part = self.fold.parts.get(tp.partition)
         counted = 0 if part is None else part.tally.through.get(origin, 0)
-        direct: Sequence[int] = () if part is None else part.tally.direct
-        return origin, counted, direct, self._touched.setdefault(origin, set())
+        return origin, counted, self._touched.setdefault(origin, set())
 
     def _absorbed(self, origin: str, offset: int, target: int) -> bool:
         """Whether `target` (owned) already holds what the record at `offset` of `origin` folded into it."""
         return offset < self.fold.parts[target].tally.through.get(origin, 0)
 
-    def _refold(self, origin: str, offset: int, target: int, direct: Sequence[int]) -> bool:
-        """Whether an item of a record read again must be folded into `target` (owned): only when it was folded
-        there directly and that partition's record of it did not reach the changelog."""
-        return target in direct and not self._absorbed(origin, offset, target)
-
     def _judge_input(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], outbox: Outbox) -> int:
         """Judge input messages, fold the events of owned partitions, route the others; the events read.
 
-        A record read again after a crash (below the offset its partition's counts reach) was counted and its
-        dead letters and routed events sent: only a direct fold whose partition record was lost is redone.
+        A record read again after a crash is folded again (folds are idempotent, and a duplicate re-sends its
+        links) but counted once: below its own partition's mark it was counted and its dead letters sent, and
+        a target that absorbed it does not count it as a duplicate (`Tally`).
         """
         fold, intake = self.fold, self.intake
         parts = fold.parts
@@ -469,32 +461,25 @@ class Engine(Service):
         counts = self.counts
         late_checked = self.policy.grace_ms is not None
         newest = fold.newest_ms() if late_checked else None
-        origin_id, counted, direct, touched = self._again(tp)
+        origin_id, counted, touched = self._marks(tp)
         now_ms = int(time.time() * 1000)  # the wall clock bounds event time (README, "Input events")
         read = 0
         for record in records:
             origin = Origin(topic, partition, record.offset)
             judged = intake.judge(record.value or b"", origin, newest, now_ms)
             counts.events_in[topic] += judged.read
-            if record.offset < counted:
-                for target, event in judged.events:
-                    if target in parts and self._refold(origin_id, record.offset, target, direct):
-                        fold.fold(target, event, outbox, origin)
-                        touched.add(target)
-                continue
-            read += judged.read
-            if judged.invalid or judged.rejected:
-                tally.invalid += judged.invalid
-                tally.rejected += judged.rejected
-                for kind, letter in judged.dead_letters:
-                    counts.deadletters[kind] += 1
-                    outbox.dead_letters.append((partition, letter))
+            if record.offset >= counted:
+                read += judged.read
+                if judged.invalid or judged.rejected:
+                    tally.invalid += judged.invalid
+                    tally.rejected += judged.rejected
+                    for kind, letter in judged.dead_letters:
+                        counts.deadletters[kind] += 1
+                        outbox.dead_letters.append((partition, letter))
             for target, event in judged.events:
                 if target in parts:
-                    # the origin's record was lost but the target's reached the changelog: counted there already
-                    if target != partition and self._absorbed(origin_id, record.offset, target):
-                        continue
-                    fold.fold(target, event, outbox, origin)
+                    replayed = self._absorbed(origin_id, record.offset, target)
+                    fold.fold(target, event, outbox, origin, replayed=replayed)
                     touched.add(target)
                 else:
                     outbox.route(target, event)
@@ -510,7 +495,7 @@ class Engine(Service):
         """Fold routed items (events and links) into owned partitions, forward the others; the items read."""
         fold, partitions = self.fold, self.partitions
         parts = fold.parts
-        origin_id, counted, direct, touched = self._again(tp)
+        origin_id, counted, touched = self._marks(tp)
         read = 0
         for record in records:
             origin = Origin(tp.topic, tp.partition, record.offset)
@@ -534,11 +519,9 @@ class Engine(Service):
                 kind, key = entity_of(item)
                 target = entity_partition(kind, key, partitions)
                 if target in parts:
-                    if again and not self._refold(origin_id, record.offset, target, direct):
-                        continue
-                    fold.fold(target, item, outbox, origin)
+                    fold.fold(target, item, outbox, origin, replayed=self._absorbed(origin_id, record.offset, target))
                     touched.add(target)
-                elif not again:
+                else:
                     outbox.route(target, item)
         return read
 

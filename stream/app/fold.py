@@ -53,14 +53,12 @@ EntityRef = tuple[EntityKind, str]
 class Tally:
     """A partition's input counts (persisted with its state): read, accepted, duplicate, invalid, rejected.
 
-    The counts travel in one changelog record with the marks that keep them exact when a crash makes
-    the engine read messages again (docs/architecture.md, "State, changelog and recovery"): `through` maps
-    each origin ("topic/partition") this partition has absorbed records of to the offset after the
-    last one, and `direct` lists the partitions the engine folded this partition's input into
-    directly when it last wrote the record. A record read again below its own partition's mark was
-    counted and its dead letters and routed items sent; only a direct fold into a partition whose
-    mark is behind it was lost (that partition's record did not reach the changelog) and is redone.
-    Bound: one entry per origin topic and partition that folds into this one.
+    The counts travel in one changelog record with `through`, which maps each origin ("topic/partition")
+    whose records this partition has absorbed to the offset after the last one (docs/architecture.md,
+    "State, changelog and recovery"). A record read again after a crash is folded again, as folds are
+    idempotent, but counted once: below its own partition's mark it was counted already, and a target
+    partition past it does not count it as a duplicate. Bound: one entry per origin topic and partition
+    that folds into this one.
     """
 
     events: int = 0
@@ -69,19 +67,15 @@ class Tally:
     invalid: int = 0
     rejected: int = 0
     through: dict[str, int] = field(default_factory=dict)
-    direct: list[int] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            [self.events, self.accepted, self.duplicates, self.invalid, self.rejected, self.through, self.direct]
-        )
+        return orjson.dumps([self.events, self.accepted, self.duplicates, self.invalid, self.rejected, self.through])
 
     @classmethod
     def decode(cls, raw: bytes) -> Tally:
         events, accepted, duplicates, invalid, rejected, *marks = orjson.loads(raw)
         through = {str(origin): int(offset) for origin, offset in marks[0].items()} if marks else {}
-        direct = [int(partition) for partition in marks[1]] if len(marks) > 1 else []
-        return cls(events, accepted, duplicates, invalid, rejected, through, direct)
+        return cls(events, accepted, duplicates, invalid, rejected, through)
 
     def add(self, other: Tally) -> None:
         self.events += other.events
@@ -257,8 +251,11 @@ class Fold:
             total.add(part.tally)
         return total
 
-    def fold(self, partition: int, item: Item, outbox: Outbox, origin: Origin) -> None:
-        """Fold one item into its entity of `partition` (owned); count it; route what it emitted."""
+    def fold(self, partition: int, item: Item, outbox: Outbox, origin: Origin, replayed: bool = False) -> None:
+        """Fold one item into its entity of `partition` (owned); count it; route what it emitted.
+
+        `replayed`: the partition already holds this item (it is read again after a crash), so finding it a
+        duplicate is not counted as one."""
         part = self.parts[partition]
         try:
             step = self.shards[partition].fold(item)
@@ -278,7 +275,8 @@ class Fold:
             part.buckets.touch(step.delta)
         if isinstance(item, BaseModel):  # an event, not a link
             if step.duplicate:
-                part.tally.duplicates += 1
+                if not replayed:
+                    part.tally.duplicates += 1
             else:
                 part.tally.accepted += 1
             # a duplicate marks too: its time was folded before, perhaps by a run that crashed before its marks

@@ -15,7 +15,6 @@ def test_counts_and_their_offsets_survive_the_record() -> None:
         invalid=1,
         rejected=1,
         through={"site_visits/0": 40, "entities/2": 7},
-        direct=[0, 2],
     )
 
     assert Tally.decode(tally.encode()) == tally
@@ -25,6 +24,12 @@ def test_a_record_written_before_marks_were_kept_reads_as_counts_through_nothing
     older = orjson.dumps([12, 9, 1, 1, 1])
 
     assert Tally.decode(older) == Tally(events=12, accepted=9, duplicates=1, invalid=1, rejected=1)
+
+
+def test_a_record_that_also_listed_direct_folds_reads_the_same() -> None:
+    earlier = orjson.dumps([12, 9, 1, 1, 1, {"site_visits/0": 40}, [0, 1]])
+
+    assert Tally.decode(earlier) == Tally(12, 9, 1, 1, 1, {"site_visits/0": 40})
 
 
 def test_adding_tallies_adds_counts_only() -> None:

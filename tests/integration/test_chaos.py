@@ -49,9 +49,8 @@ HORIZON_DAYS = 366
 SETTINGS = {"store": "rocksdb", "dedupe_horizon_days": str(HORIZON_DAYS)}
 """A horizon longer than the stream: what this test proves is crash safety, apart from the horizon's own bound.
 With the default 7 days, an event that reached its entity more than 7 days (event time) behind the entity's
-newest one is not remembered; read again after a kill because its partition's counts record was lost while
-its entity's state was not, it counts twice, as any duplicate that late does (docs/architecture.md,
-"State, changelog and recovery"). Replay folds with the same horizon."""
+newest one is not remembered; read again after a kill, it counts twice, as any duplicate that late does
+(docs/architecture.md, "State, changelog and recovery"). Replay folds with the same horizon."""
 CHAOS_POLICY = replace(POLICY, dedupe_horizon_ms=HORIZON_DAYS * DAY_MS)
 KILL_WITHIN_S = 0.6
 """A kill comes this long at most after the worker's first step since its start (its backlog takes longer)."""
