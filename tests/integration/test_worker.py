@@ -52,6 +52,9 @@ class Close(float):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, (int, float)) and math.isclose(self, other, rel_tol=1e-9, abs_tol=1e-9)
 
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
     def __hash__(self) -> int:
         return hash(round(self, 6))
 
@@ -95,7 +98,32 @@ def converges(worker: Any, expected: dict[str, Any], seconds: float = 60.0) -> N
         if latest == expected:
             return
         time.sleep(1)
-    assert latest == expected
+    assert latest == expected, "the worker's snapshot differs from replay's at:\n" + "\n".join(
+        differences(latest, expected)
+    )
+
+
+def differences(live: Any, expected: Any, path: str = "", limit: int = 40) -> list[str]:
+    """Where two snapshots differ (`path: live != expected`), at most `limit` places: a readable failure."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if key not in a or key not in b:
+                    found.append(f"{where}/{key}: only in {'the worker' if key in a else 'replay'}")
+                else:
+                    walk(a[key], b[key], f"{where}/{key}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{where}[{index}]")
+        elif a != b:
+            found.append(f"{where}: {a!r} != {b!r}")
+
+    walk(live, expected, path)
+    return found
 
 
 def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
