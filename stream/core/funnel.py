@@ -719,32 +719,44 @@ def _touch_to_evict(state: ContactState, windows: dict[Conversion, Window]) -> s
     return touches[index if index < count else 1].session_event_id
 
 
-def _current_account_link(state: ContactState, contact_id: str) -> AccountLink | None:
-    account = next((r.account_id for r in reversed(state.stage_changes.values()) if r.account_id is not None), None)
-    if account is None:
-        return None
+ACCOUNT_SEPARATOR = "\x1f"
+"""Joins the accounts of `ContactState.last_account_link` (ids are printable: it never occurs in one)."""
+
+
+def _current_account_links(state: ContactState, contact_id: str) -> list[AccountLink]:
+    """A link to every account the contact's stage changes name, with its first touch.
+
+    Every named account, not only the latest: which account a contact named last can depend on arrival
+    order, and an account that was told of the contact must stay told whatever the order.
+    """
+    accounts = sorted({r.account_id for r in state.stage_changes.values() if r.account_id is not None})
     first = first_touchpoint(state)
     if first is None:
-        return AccountLink(account, contact_id, None, UNKNOWN_CHANNEL, None)
-    return AccountLink(account, contact_id, first.ts_ms, first.channel, first.campaign)
+        return [AccountLink(account, contact_id, None, UNKNOWN_CHANNEL, None) for account in accounts]
+    return [AccountLink(account, contact_id, first.ts_ms, first.channel, first.campaign) for account in accounts]
 
 
 def _account_link(state: ContactState, contact_id: str) -> list[Link]:
-    """An AccountLink when the contact's account or first touch differs from what was last sent."""
-    link = _current_account_link(state, contact_id)
-    if link is None:
+    """AccountLinks when the contact's accounts or first touch differ from what was last sent."""
+    links = _current_account_links(state, contact_id)
+    if not links:
         return []
-    current = (link.account_id, link.first_touch_ms, link.channel, link.campaign)
+    link = links[0]
+    current = (
+        ACCOUNT_SEPARATOR.join(one.account_id for one in links),
+        link.first_touch_ms,
+        link.channel,
+        link.campaign,
+    )
     if current == state.last_account_link:
         return []
     state.last_account_link = current
-    return [link]
+    return list(links)
 
 
 def _links_again(state: ContactState, contact_id: str) -> list[Link]:
-    """The AccountLink the contact's state implies, sent again for a duplicate (links are idempotent)."""
-    link = _current_account_link(state, contact_id)
-    return [] if link is None else [link]
+    """The AccountLinks the contact's state implies, sent again for a duplicate (links are idempotent)."""
+    return list(_current_account_links(state, contact_id))
 
 
 def apply_stage_change(state: ContactState, event: StageChange, policy: Policy) -> Step:

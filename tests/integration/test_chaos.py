@@ -23,6 +23,7 @@ cause is found. The input counts are compared before it, always.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import threading
@@ -37,7 +38,7 @@ import pytest
 from stream.core.windows import DAY_MS
 from stream.replay import replay
 from stream.simulation import generate_count
-from tests.integration.processes import WorkerProcess, get_json, produce_events, stop_group, wait_until
+from tests.integration.processes import WorkerProcess, get, produce_events, stop_group, wait_until
 from tests.integration.test_worker import POLICY, converges, replayed
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,11 @@ def counts_equal(worker: WorkerProcess, expected: dict[str, int], seconds: float
     latest: list[Any] = []
 
     def equal() -> bool:
-        latest[:] = [get_json(f"{worker.base}/api/snapshot")["input"]]
+        worker.alive()
+        status, body = get(f"{worker.base}/api/snapshot")
+        if status != 200:  # 503 while it starts and recovers
+            return False
+        latest[:] = [json.loads(body)["input"]]
         return bool(latest[0] == expected)
 
     try:
