@@ -76,6 +76,7 @@ from schemas.deadletter import deadletter_key_of
 from stream.app import tansu
 from stream.app.admin import ENTITIES_TABLE, bootstrap_servers, changelog_topic, client_options
 from stream.app.assignor import CopartitionedAssignor
+from stream.app.company import Company, Replica, earliest, latest
 from stream.app.fold import Fold, Outbox, PartitionState, Tally
 from stream.app.intake import Intake, Origin, dead_letter
 from stream.app.outputs import UNRETRIABLE, send_with_retry, shrunk_dead_letter, split_to_fit
@@ -85,6 +86,7 @@ from stream.app.topics import Topics
 from stream.codec import CodecError, InvalidItem, decode_items, encode_items
 from stream.core.links import entity_of
 from stream.core.policy import Policy
+from stream.core.totals import Totals
 from stream.settings import Settings
 from stream.state.base import StateBackend
 from stream.state.changelog import Changelog, catch_up, cluster_id
@@ -119,6 +121,8 @@ STOP_STEP_SECONDS = 4.0
 """How long stopping waits for the step in progress (it waits for the broker's acknowledgements)."""
 STOP_CLIENT_SECONDS = 2.0
 """How long stopping waits for each Kafka client to close (a vanished broker would hold it 40 s or more)."""
+VOICE_PARTITION = 0
+"""The worker owning this partition publishes the company's snapshot and alerts (one voice)."""
 LAG_TIMEOUT_SECONDS = 10.0
 """A lag measurement the broker has not answered by then counts as failed (readiness: `broker`)."""
 
@@ -161,6 +165,8 @@ class Engine(Service):
         self.intake = Intake(policy, settings.partitions)
         self.fold = Fold(policy, settings.partitions)
         self.counts = RuntimeCounts()
+        self.company = Company(policy, settings.partitions)
+        """The partitions owned elsewhere, read from their changelog (the whole company's figures)."""
         self.unowned = Tally()
         """Input counted on a partition this worker does not own the entities of (only with a foreign assignor)."""
         self.backend: StateBackend = (
@@ -174,6 +180,8 @@ class Engine(Service):
         """Moves whenever the totals may have changed: the read model rebuilds only then."""
         self.committed: dict[TopicPartition, int] = {}
         self.lag: dict[tuple[str, int], int] = {}
+        self.company_lag: dict[tuple[str, int], int] = {}
+        """The consumer group's lag on every input partition, whoever owns it (the voice's lag alert)."""
         # readiness (stream.app.health): what the group, the broker and the lag timer last said
         self.assignment_received = False
         self.rebalancing = False
@@ -186,6 +194,7 @@ class Engine(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
+        self._follower: AIOKafkaConsumer | None = None
         self._changelog: Changelog | None = None
         self._send_error: BaseException | None = None
         self._touched: dict[str, set[int]] = {}
@@ -217,6 +226,16 @@ class Engine(Service):
             fetch_max_bytes=FETCH_MAX_BYTES * 4,
             **options,
         )
+        self._follower = AIOKafkaConsumer(
+            bootstrap_servers=servers,
+            client_id=f"{settings.app_id}-changelog-follower",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES * 4,
+            fetch_max_bytes=FETCH_MAX_BYTES * 4,
+            **options,
+        )
         group: dict[str, Any] = dict(EMBEDDED_GROUP_TIMEOUTS_MS) if self.embedded else {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
@@ -233,6 +252,7 @@ class Engine(Service):
         )
         await self._producer.start()
         await self._reader.start()
+        await self._follower.start()
         await self._consumer.start()
         if self.embedded:
             tansu.leave_group_in_generation_0(self._consumer)
@@ -256,7 +276,12 @@ class Engine(Service):
                 STOP_STEP_SECONDS,
             )
         try:
-            clients = (("consumer", self._consumer), ("changelog reader", self._reader), ("producer", self._producer))
+            clients = (
+                ("consumer", self._consumer),
+                ("changelog reader", self._reader),
+                ("changelog follower", self._follower),
+                ("producer", self._producer),
+            )
             for name, client in clients:
                 if client is not None:
                     try:
@@ -290,6 +315,74 @@ class Engine(Service):
                 log.warning("the step in progress ended with %r while stopping", exc)
                 return
             fatal("engine", exc)
+
+    @Service.task
+    async def _follow(self) -> None:
+        try:
+            await self._follow_changelog()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._stopping:
+                return
+            fatal("changelog follower", exc)
+
+    async def _follow_changelog(self) -> None:
+        """Keep a replica of every partition owned elsewhere, read from its changelog (`stream.app.company`).
+
+        Pauses while the worker recovers; after each assignment it follows exactly the partitions not owned,
+        each from where its replica stands (a partition given up is handed over, not read again).
+        """
+        follower = self.follower
+        following: dict[int, Replica] = {}
+        while not self._stopping:
+            if self.recovering or self._assigned is not None:
+                await asyncio.sleep(POLL_MS / 1000)
+                continue
+            replicas = self.company.replicas
+            if following.keys() != replicas.keys() or any(following[p] is not r for p, r in replicas.items()):
+                following = dict(replicas)
+                await self._refollow(following)
+            if not following:
+                await asyncio.sleep(POLL_MS / 1000)
+                continue
+            try:
+                fetched = await follower.getmany(timeout_ms=POLL_MS)
+            except ConsumerStoppedError:
+                return
+            changed = False
+            for tp, records in fetched.items():
+                replica = following.get(tp.partition)
+                if replica is None or self.company.replicas.get(tp.partition) is not replica:
+                    continue  # handed over or taken meanwhile: the next round follows it afresh
+                for record in records:
+                    changed |= replica.apply(record.offset, record.key, record.value)
+                # past any gap a compacted changelog has, up to where this fetch got
+                replica.offset = max(replica.offset, await follower.position(tp))
+            if changed:
+                self.version += 1
+
+    async def _refollow(self, replicas: Mapping[int, Replica]) -> None:
+        """Point the follower at exactly these replicas' changelog partitions, each from its offset."""
+        follower = self.follower
+        wanted = [TopicPartition(self.changelog_topic, partition) for partition in sorted(replicas)]
+        follower.assign(wanted)
+        for tp in wanted:
+            follower.seek(tp, replicas[tp.partition].offset)
+        unknown = [tp for tp in wanted if replicas[tp.partition].target is None]
+        if unknown:
+            ends = await tansu.end_offsets(follower, unknown, embedded=self.embedded)
+            for tp, end in ends.items():
+                replicas[tp.partition].target = end
+        log.info(
+            "following the changelog of partitions %s (owned elsewhere) for the whole company's figures",
+            sorted(replicas),
+        )
+
+    @property
+    def follower(self) -> AIOKafkaConsumer:
+        assert self._follower is not None, "the engine has not started"
+        return self._follower
 
     async def _run(self) -> None:
         consumer = self.consumer
@@ -342,6 +435,7 @@ class Engine(Service):
         for partition in sorted(set(fold.parts) - wanted):
             part = fold.disown(partition)
             if part is not None:
+                self.company.hand_over(part)
                 part.store.close()
         for partition in sorted(wanted - set(fold.parts)):
             fold.own(PartitionState(self.backend.open(partition), self.policy))
@@ -355,6 +449,7 @@ class Engine(Service):
         reloaded = [p for p, store in stores.items() if applied.get(p) or store.offset != before[p]]
         for partition in reloaded:
             fold.reload(partition)
+        self.company.follow(fold.parts)
         self.committed = {tp: offset for tp, offset in self.committed.items() if tp in assigned}
         self.counts.rebalances += 1
         self.version += 1
@@ -460,7 +555,8 @@ class Engine(Service):
         topic, partition = tp.topic, tp.partition
         counts = self.counts
         late_checked = self.policy.grace_ms is not None
-        newest = fold.newest_ms() if late_checked else None
+        others = self.company.newest_ms()  # lateness is judged against the company's clock
+        newest = latest(fold.newest_ms(), others) if late_checked else None
         origin_id, counted, touched = self._marks(tp)
         now_ms = int(time.time() * 1000)  # the wall clock bounds event time (README, "Input events")
         read = 0
@@ -475,6 +571,7 @@ class Engine(Service):
                     tally.rejected += judged.rejected
                     for kind, letter in judged.dead_letters:
                         counts.deadletters[kind] += 1
+                        tally.letter(kind)
                         outbox.dead_letters.append((partition, letter))
             for target, event in judged.events:
                 if target in parts:
@@ -484,7 +581,7 @@ class Engine(Service):
                 else:
                     outbox.route(target, event)
             if late_checked:
-                newest = fold.newest_ms()
+                newest = latest(fold.newest_ms(), others)
         tally.events += read
         if part is not None:
             part.meta_changed = True
@@ -508,8 +605,11 @@ class Engine(Service):
                     continue
                 invalid = isinstance(exc, InvalidItem)
                 reason = f"internal error: {'invalid' if invalid else 'undecodable'} routed batch: {exc}"
-                self.counts.deadletters["internal_invalid" if invalid else "internal_error"] += 1
-                (parts[tp.partition].tally if tp.partition in parts else self.unowned).rejected += 1
+                kind = "internal_invalid" if invalid else "internal_error"
+                self.counts.deadletters[kind] += 1
+                tally = parts[tp.partition].tally if tp.partition in parts else self.unowned
+                tally.rejected += 1
+                tally.letter(kind)
                 outbox.dead_letters.append(
                     (tp.partition, dead_letter(raw, reason, origin, None, self.policy.limits.deadletter_max_bytes))
                 )
@@ -601,9 +701,36 @@ class Engine(Service):
 
     # -- what the read side asks ------------------------------------------------------------
     def input_tally(self) -> Tally:
+        """The company's input counts: the owned partitions', the replicas', and any counted unowned."""
         total = self.fold.tally()
         total.add(self.unowned)
+        total.add(self.company.tally())
         return total
+
+    def newest_ms(self) -> int | None:
+        """The company's clock: the newest event time of any partition (docs/architecture.md, "One clock")."""
+        return latest(self.fold.newest_ms(), self.company.newest_ms())
+
+    def earliest_ms(self) -> int | None:
+        return earliest(self.fold.earliest_ms(), self.company.earliest_ms())
+
+    def totals(self) -> Totals:
+        """The company's totals: the owned partitions' and every replica's, added up."""
+        return self.company.totals(part.totals for part in self.fold.parts.values())
+
+    def speaks(self) -> bool:
+        """Whether this worker is the company's voice: it owns partition 0 (moving with it on rebalance)."""
+        return not self.recovering and self._assigned is None and VOICE_PARTITION in self.fold.parts
+
+    def company_behind(self) -> list[int]:
+        """Partitions owned elsewhere whose changelog the follower has not read up to where it stood."""
+        return self.company.behind()
+
+    async def read_alerts(self) -> list[tuple[bytes | None, bytes | None]]:
+        """Every record on the alert topic, oldest first (the voice learns what was announced before it).
+
+        Call it holding the step lock: it borrows the changelog reader, which catching up also uses."""
+        return await read_all(self.reader, [TopicPartition(self.topics.alerts, 0)], self.embedded)
 
     def owned_partitions(self) -> list[int]:
         return sorted(self.fold.parts)
@@ -624,6 +751,54 @@ class Engine(Service):
             return
         self.broker_seen_at = time.monotonic()
         self.lag_measured = not self.recovering
+        if self.speaks():
+            await self._measure_company_lag()
+
+    async def _measure_company_lag(self) -> None:
+        """The group's lag on every input partition, from its committed offsets (the voice's lag alert)."""
+        consumer = self.consumer
+        wanted = [
+            TopicPartition(topic, partition) for topic in self.topics.inputs for partition in range(self.partitions)
+        ]
+        try:
+            committed = await asyncio.wait_for(
+                asyncio.gather(*(consumer.committed(tp) for tp in wanted)), LAG_TIMEOUT_SECONDS
+            )
+            known = {tp: offset for tp, offset in zip(wanted, committed, strict=True) if offset is not None}
+            self.company_lag = await asyncio.wait_for(
+                tansu.consumer_lag(self.reader, wanted, known, embedded=self.embedded), LAG_TIMEOUT_SECONDS
+            )
+        except Exception as exc:  # kept from the last measurement; readiness watches the broker
+            log.debug("company lag not measured this time: %s: %s", type(exc).__name__, exc)
+
+
+async def read_all(
+    reader: AIOKafkaConsumer, partitions: list[TopicPartition], embedded: bool
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record (key, value) of `partitions` up to their true end, oldest first.
+
+    `reader` is a started consumer without a group, not in use meanwhile (the caller holds the step lock,
+    as catching up does); its assignment is replaced and cleared.
+    """
+    ends = await tansu.end_offsets(reader, partitions, embedded=embedded)
+    wanted = [tp for tp in partitions if ends.get(tp, 0) > 0]
+    if not wanted:
+        return []
+    records: list[tuple[bytes | None, bytes | None]] = []
+    try:
+        reader.assign(wanted)
+        for tp in wanted:
+            reader.seek(tp, 0)
+        deadline = time.monotonic() + LAG_TIMEOUT_SECONDS
+        while [tp for tp in wanted if await reader.position(tp) < ends[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {sorted(map(str, wanted))} did not reach its end in time")
+            fetched = await reader.getmany(*wanted, timeout_ms=POLL_MS)
+            for tp in wanted:
+                records.extend((r.key, r.value) for r in fetched.get(tp, []) if r.offset < ends[tp])
+    finally:
+        reader.assign([])
+    return records
 
 
 def runs_in_time_order(

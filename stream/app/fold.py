@@ -67,15 +67,24 @@ class Tally:
     invalid: int = 0
     rejected: int = 0
     through: dict[str, int] = field(default_factory=dict)
+    letters: dict[str, int] = field(default_factory=dict)
+    """Dead letters sent for this partition's input, by reason kind: counted once, like the rest, so the
+    company's dead letters are known to every worker (the DeadLettersArriving alert). Bound: the reason
+    kinds (a fixed set)."""
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.events, self.accepted, self.duplicates, self.invalid, self.rejected, self.through])
+        return orjson.dumps(
+            [self.events, self.accepted, self.duplicates, self.invalid, self.rejected, self.through, self.letters]
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Tally:
-        events, accepted, duplicates, invalid, rejected, *marks = orjson.loads(raw)
-        through = {str(origin): int(offset) for origin, offset in marks[0].items()} if marks else {}
-        return cls(events, accepted, duplicates, invalid, rejected, through)
+        events, accepted, duplicates, invalid, rejected, *rest = orjson.loads(raw)
+        through = {str(origin): int(offset) for origin, offset in rest[0].items()} if rest else {}
+        # an earlier release wrote a list here (its direct folds): no letters then
+        known = rest[1] if len(rest) > 1 and isinstance(rest[1], dict) else {}
+        letters = {str(kind): int(count) for kind, count in known.items()}
+        return cls(events, accepted, duplicates, invalid, rejected, through, letters)
 
     def add(self, other: Tally) -> None:
         self.events += other.events
@@ -83,6 +92,11 @@ class Tally:
         self.duplicates += other.duplicates
         self.invalid += other.invalid
         self.rejected += other.rejected
+        for kind, count in other.letters.items():
+            self.letters[kind] = self.letters.get(kind, 0) + count
+
+    def letter(self, kind: str) -> None:
+        self.letters[kind] = self.letters.get(kind, 0) + 1
 
 
 @dataclass(slots=True)

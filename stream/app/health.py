@@ -5,6 +5,8 @@ A worker is ready when all of these hold (docs/architecture.md, "Readiness"):
 - `assignment`: the consumer group gave it an assignment;
 - `rebalance`: the group is not rebalancing (partitions revoked, none assigned yet);
 - `recovery`: every assigned partition has caught up with its changelog;
+- `company`: the partitions owned by other workers have been read from their changelog up to where it
+  stood when this worker started following them (the figures describe the whole company);
 - `broker`: a request to the broker succeeded recently (the lag timer's, every few seconds);
 - `lag`: the consumer lag of the current assignment has been measured;
 - `snapshot`: a snapshot has been built (the views have something to serve).
@@ -32,6 +34,8 @@ class HealthFacts:
     lag_measured: bool
     snapshot_built: bool
     now: float
+    company_behind: tuple[int, ...] = ()
+    """Partitions owned elsewhere whose changelog has not been read up to where it stood yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,13 @@ def readiness(facts: HealthFacts, stale_seconds: float = BROKER_STALE_SECONDS) -
         missing.append(Missing("rebalance", "the consumer group is rebalancing"))
     if facts.recovering:
         missing.append(Missing("recovery", "assigned partitions are still catching up with their changelog"))
+    if facts.company_behind:
+        missing.append(
+            Missing(
+                "company",
+                f"reading the changelog of partitions {list(facts.company_behind)} (owned by other workers)",
+            )
+        )
     if facts.broker_seen_at is None:
         missing.append(Missing("broker", "no request to the broker has succeeded yet"))
     elif facts.now - facts.broker_seen_at > stale_seconds:

@@ -1,10 +1,15 @@
 """Publishing: the snapshot to `leadlag.snapshots`, alert transitions to `leadlag.alerts`, on a timer.
 
-Every `snapshot_interval_seconds` the worker publishes the last snapshot the
-read model built (compacted topic, key = window, `revenue:now` or month) and
-judges the alerts: divergence verdicts come with the snapshot; the others
-(consumer lag, dead letters, the data checks) are held for their `for:`
-durations and published only when they change state. Every message fits
+Every `snapshot_interval_seconds` every worker judges the alerts on the last
+snapshot the read model built (the whole company's): divergence verdicts come
+with the snapshot; the others (consumer lag, dead letters, the data checks)
+are held for their `for:` durations. Only the company's voice — the worker
+owning partition 0 — publishes: the snapshot (compacted topic, key = window,
+`revenue:now` or month) and each alert's changes of state. A worker that
+becomes the voice first reads the alert topic and takes the last state
+announced for each alert as its own (`restore`), so a rebalance or a crash
+neither repeats nor drops a transition (docs/architecture.md, "One company,
+many workers"). Every message fits
 `LEADLAG_OUTPUT_MESSAGE_BYTES` (`stream.app.outputs.fit`) and is acknowledged
 before the next is sent; a publication that fails is logged and counted by the
 worker, which keeps running (docs/architecture.md, "Outputs").
@@ -15,14 +20,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
-from schemas.alerts import CheckVerdict
+from schemas.alerts import CheckAlert, CheckVerdict
 from schemas.snapshot import Snapshot
+from schemas.snapshot.divergence import DivergenceAlert
 from stream.app.outputs import fit, send_with_retry
 from stream.app.topics import Topics
 from stream.core.checks import check_transitions, data_checks, hold, recent_increase, worker_checks
@@ -31,6 +39,7 @@ from stream.core.policy import Policy
 
 log = logging.getLogger("leadlag.publish")
 
+DIVERGENCE_ALERT = "TrafficUpConversionDown"
 MONTHS_PUBLISHED = 12
 SEND_ATTEMPTS = 3
 """Tries of one publication: the timer publishes again soon, so a failure is retried there too."""
@@ -53,6 +62,45 @@ class Publisher:
         self._alert_state: dict[str, bool] = {}
         self._check_since: dict[str, int] = {}
         self._dead_letter_history: deque[tuple[int, dict[str, int]]] = deque()
+        self.speaking = False
+        """Whether this worker has taken the voice (restored the announced states) and kept it since."""
+
+    def restore(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Take the last state announced on the alert topic for each alert as the state to change from.
+
+        Records that are not alerts of this release are skipped. Conditions waiting out their `for:` start
+        over on the new voice (a firing is delayed, never dropped or repeated).
+        """
+        divergence: dict[str, bool] = {}
+        checks: dict[str, CheckVerdict] = {}
+        for key, value in records:
+            if key is None or value is None:
+                continue
+            try:
+                body = orjson.loads(value)
+                if body.get("alert_name") == DIVERGENCE_ALERT:
+                    divergence[body["key"]] = DivergenceAlert.model_validate(body).state == "firing"
+                    continue
+                alert = CheckAlert.model_validate(body)
+            except (ValueError, TypeError, AttributeError, KeyError, ValidationError):
+                continue
+            checks[alert.key] = alert.verdict.model_copy(update={"firing": alert.state == "firing"})
+        self._alert_state = divergence
+        self.checks = list(checks.values())
+        self._check_since = {}
+        self._dead_letter_history.clear()
+        self.speaking = True
+        log.info(
+            "speaking for the company: %d alerts announced before, %d of them firing",
+            len(divergence) + len(checks),
+            sum(divergence.values()) + sum(verdict.firing for verdict in checks.values()),
+        )
+
+    def silence(self) -> None:
+        """This worker is not (or no longer) the voice: it judges, but publishes nothing."""
+        if self.speaking:
+            log.info("no longer speaking for the company (partition 0 moved to another worker)")
+        self.speaking = False
 
     async def publish(
         self,
@@ -60,10 +108,25 @@ class Publisher:
         snapshot: Snapshot | None,
         lag: Mapping[tuple[str, int], int],
         deadletters: Mapping[str, int],
+        *,
+        speaks: bool = True,
     ) -> None:
-        """Judge the alerts and publish their transitions; publish the snapshot when there is one."""
+        """Judge the alerts; when this worker `speaks` for the company, publish their transitions and the
+        snapshot. A publication that fails part-way makes the next one restore from the alert topic first."""
         data = [] if snapshot is None else data_checks(snapshot, self.policy.alerts)
-        await self._judge(producer, data, self._worker_checks(lag, deadletters), snapshot)
+        alerts: list[CheckAlert | DivergenceAlert] = self._judge(data, self._worker_checks(lag, deadletters), snapshot)
+        if snapshot is not None and snapshot.as_of is not None:
+            alerts.extend(alert_transitions(self._alert_state, snapshot.divergence))
+            self._alert_state = {verdict.key: verdict.firing for verdict in snapshot.divergence}
+        if not speaks:
+            return
+        try:
+            for alert in alerts:
+                log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
+                await self._send(producer, self.topics.alerts, alert.key, alert.model_dump(mode="json"))
+        except BaseException:
+            self.speaking = False  # what was announced is unknown now: read it back before speaking again
+            raise
         if snapshot is None or snapshot.as_of is None:
             return
         topic = self.topics.snapshots
@@ -73,10 +136,6 @@ class Publisher:
         for month, month_metrics in list(snapshot.months.items())[-MONTHS_PUBLISHED:]:
             body = month_metrics.model_dump(mode="json", exclude_none=True)
             await self._send(producer, topic, f"month:{month}", body)
-        for alert in alert_transitions(self._alert_state, snapshot.divergence):
-            log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
-            await self._send(producer, self.topics.alerts, alert.key, alert.model_dump(mode="json"))
-        self._alert_state = {verdict.key: verdict.firing for verdict in snapshot.divergence}
 
     def _worker_checks(self, lag: Mapping[tuple[str, int], int], deadletters: Mapping[str, int]) -> list[CheckVerdict]:
         """Consumer lag and dead letters, from this worker's own counters."""
@@ -89,10 +148,10 @@ class Publisher:
         recent = recent_increase(list(history), now_ms, window_ms)
         return worker_checks(dict(lag), recent, self.topics.inputs, recent, self.policy.alerts)
 
-    async def _judge(
-        self, producer: AIOKafkaProducer, data: list[CheckVerdict], own: list[CheckVerdict], snapshot: Snapshot | None
-    ) -> None:
-        """Hold each condition for its `for:`, then publish every change of state on the alert topic."""
+    def _judge(
+        self, data: list[CheckVerdict], own: list[CheckVerdict], snapshot: Snapshot | None
+    ) -> list[CheckAlert | DivergenceAlert]:
+        """Hold each condition for its `for:`; every change of state, to publish on the alert topic."""
         now = datetime.now(UTC)
         held, self._check_since = hold(
             [*data, *own], self._check_since, int(now.timestamp() * 1000), self.policy.alerts
@@ -103,13 +162,10 @@ class Publisher:
         self.checks = [*held, *(verdict for verdict in self.checks if verdict.key not in judged)]
         data_at = now if snapshot is None or snapshot.as_of is None else snapshot.as_of
         data_keys = {verdict.key for verdict in data}
-        alerts = [
+        return [
             *check_transitions(previous, [v for v in held if v.key in data_keys], data_at),
             *check_transitions(previous, [v for v in held if v.key not in data_keys], now),
         ]
-        for alert in alerts:
-            log.warning("alert %s %s: %s", alert.state, alert.key, alert.verdict.reason)
-            await self._send(producer, self.topics.alerts, alert.key, alert.model_dump(mode="json"))
 
     async def _send(self, producer: AIOKafkaProducer, topic: str, key: str, body: dict[str, Any]) -> None:
         """One message of at most `message_bytes` (the largest name maps capped when needed), acknowledged."""

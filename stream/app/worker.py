@@ -172,11 +172,16 @@ class LeadlagWorker:
 
     # -- the read side ---------------------------------------------------------------
     def _version(self) -> int | None:
-        return None if self.engine.recovering else self.engine.version
+        """None while the figures would describe part of the company: recovering, or not yet read the other
+        partitions' changelog up to where it stood (`stream.app.company`)."""
+        engine = self.engine
+        if engine.recovering or engine.company_behind():
+            return None
+        return engine.version
 
     def _facts(self) -> Facts:
-        fold = self.engine.fold
-        return Facts(fold.totals(), self.as_of_ms(), fold.earliest_ms(), self.input_counts())
+        engine = self.engine
+        return Facts(engine.totals(), self.as_of_ms(), engine.earliest_ms(), self.input_counts())
 
     async def _refresh(self) -> None:
         self.read_model.refresh(always=self.settings.clock == "wall")
@@ -188,7 +193,7 @@ class LeadlagWorker:
     def as_of_ms(self) -> int | None:
         if self.settings.clock == "wall":
             return int(time.time() * 1000)
-        return self.engine.fold.newest_ms()
+        return self.engine.newest_ms()
 
     def input_counts(self) -> InputCounts:
         tally = self.engine.input_tally()
@@ -208,6 +213,7 @@ class LeadlagWorker:
                 assignment_received=engine.assignment_received,
                 rebalancing=engine.rebalancing,
                 recovering=engine.recovering,
+                company_behind=tuple(engine.company_behind()),
                 broker_seen_at=engine.broker_seen_at,
                 lag_measured=engine.lag_measured,
                 snapshot_built=self.read_model.current() is not None,
@@ -243,12 +249,24 @@ class LeadlagWorker:
 
     # -- periodic: snapshot and alert topics ---------------------------------------
     async def _publish(self) -> None:
+        """Judge the alerts on every worker; the company's voice (owner of partition 0) publishes.
+
+        Under the step lock, so a rebalance (whose revoke waits for it) cannot move the voice mid-publication.
+        """
         producer = self.engine._producer
         if producer is None:
             return
         engine = self.engine
+        publisher = self.publisher
         try:
-            await self.publisher.publish(producer, self.snapshot(), engine.lag, engine.counts.deadletters)
+            async with engine.lock:
+                speaks = engine.speaks()
+                if not speaks:
+                    publisher.silence()
+                elif not publisher.speaking:
+                    publisher.restore(await engine.read_alerts())
+                letters = engine.input_tally().letters
+                await publisher.publish(producer, self.snapshot(), engine.company_lag, letters, speaks=speaks)
         except Exception as exc:  # a failed publication is retried by the next tick; it never stops the worker
             self.publish_failures += 1
             error = f"{type(exc).__name__}: {exc}"[:500]

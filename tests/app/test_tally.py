@@ -37,3 +37,15 @@ def test_adding_tallies_adds_counts_only() -> None:
     total.add(Tally(events=2, accepted=2, through={"b": 5}))
 
     assert total == Tally(events=2, accepted=2, through={"a": 1})
+
+
+def test_dead_letters_by_reason_travel_with_the_counts_and_add_up() -> None:
+    tally = Tally(events=3, invalid=2)
+    tally.letter("invalid_json")
+    tally.letter("invalid_json")
+    tally.letter("future")
+
+    read = Tally.decode(tally.encode())
+    read.add(Tally(letters={"future": 4}))
+
+    assert read.letters == {"invalid_json": 2, "future": 5}

@@ -61,12 +61,14 @@ class Changelog:
         return fold
 
 
-def fold_like_the_engine(events: list[dict[str, Any]], flush_every: int) -> tuple[Fold, Changelog]:
+def fold_like_the_engine(
+    events: list[dict[str, Any]], flush_every: int, changelog: Changelog | None = None
+) -> tuple[Fold, Changelog]:
     """Every event into its partition's state; emitted links delivered before the next event; flushes."""
     fold = Fold(POLICY, PARTITIONS)
     for partition in range(PARTITIONS):
         fold.own(PartitionState(MemoryPartition(partition), POLICY))
-    changelog = Changelog()
+    changelog = changelog or Changelog()
     for number, raw in enumerate(events, start=1):
         pending: deque[Item] = deque([EVENT_ADAPTER.validate_python(raw)])
         while pending:

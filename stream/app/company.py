@@ -1,0 +1,154 @@
+"""The company: every partition's totals, clock and input counts, whichever worker owns it.
+
+A worker folds only the partitions it owns, but answers for the whole company
+(docs/architecture.md, "One company, many workers"). Each partition's changelog
+already holds what the read side needs besides entity states: one record per
+hour and month bucket of its totals, its marks (earliest and newest event
+time) and its input counts. A worker keeps a `Replica` of every partition it
+does not own, fed by a consumer that follows those changelog partitions (the
+engine's follower, `stream.app.engine`), and skips the entity records. The
+snapshot reads the owned partitions' live totals and the replicas' added up,
+under one clock: the newest event time of any partition.
+
+Bound: one replica per partition not owned, each as large as the totals of
+its partition (bounded by retention, label caps and months, like the owned
+ones); one tally each. A replica is handed over from a partition this worker
+gives up (no re-reading) and dropped for one it takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from stream.app.fold import PartitionState, Tally
+from stream.core.ledger import rebuild_totals
+from stream.core.policy import Policy
+from stream.core.totals import HOUR, Totals
+from stream.state.base import BUCKET_PREFIX, COUNTS_PREFIX, MARKS_PREFIX
+from stream.state.buckets import decode_bucket, parse_bucket_key
+
+
+class Replica:
+    """One partition owned elsewhere, as its changelog tells it: totals, marks, counts, how far read."""
+
+    __slots__ = ("earliest_ms", "newest_ms", "offset", "partition", "tally", "target", "totals")
+
+    def __init__(self, partition: int, totals: Totals, offset: int = 0) -> None:
+        self.partition = partition
+        self.totals = totals
+        self.earliest_ms: int | None = None
+        self.newest_ms: int | None = None
+        self.tally = Tally()
+        self.offset = offset
+        """The changelog offset of the next record to apply."""
+        self.target: int | None = None
+        """The changelog's end when this replica started following it: reached = caught up (readiness)."""
+
+    @classmethod
+    def handed_over(cls, part: PartitionState) -> Replica:
+        """The replica of a partition this worker gives up: its state as of its last flush, no re-reading."""
+        replica = cls(part.partition, part.totals, part.store.offset)
+        replica.earliest_ms, replica.newest_ms = part.earliest_ms, part.newest_ms
+        replica.tally = part.tally
+        replica.target = part.store.offset
+        return replica
+
+    @property
+    def caught_up(self) -> bool:
+        return self.target is not None and self.offset >= self.target
+
+    def apply(self, offset: int, key: bytes | None, value: bytes | None) -> bool:
+        """Apply one changelog record (read in offset order); whether it changed what the snapshot reads.
+
+        Records before `offset` were applied already (a re-read after re-assigning the follower) and are
+        skipped; entity records are skipped too (their effect on the totals travels as bucket records).
+        """
+        if offset < self.offset:
+            return False
+        self.offset = offset + 1
+        if key is None or not key.startswith(b"_"):
+            return False
+        if key.startswith(BUCKET_PREFIX):
+            ref = parse_bucket_key(key)
+            if value is None:  # an hour bucket past its retention, deleted from the changelog
+                if ref[3] == HOUR:
+                    self.totals.load_bucket(ref, (0, None))
+                return True
+            self.totals.load_bucket(ref, decode_bucket(ref, value))
+            return True
+        if value is None:
+            return False
+        if key.startswith(MARKS_PREFIX):
+            self.earliest_ms, self.newest_ms, totals_newest = orjson.loads(value)
+            if totals_newest is not None:
+                self.totals.advance(totals_newest)
+            return True
+        if key.startswith(COUNTS_PREFIX):
+            self.tally = Tally.decode(value)
+            return True
+        return False
+
+
+class Company:
+    """The replicas of the partitions this worker does not own, and the company-wide reads over all."""
+
+    __slots__ = ("partitions", "policy", "replicas")
+
+    def __init__(self, policy: Policy, partitions: int) -> None:
+        self.policy = policy
+        self.partitions = partitions
+        self.replicas: dict[int, Replica] = {}
+
+    def follow(self, owned: Iterable[int]) -> dict[int, Replica]:
+        """The replicas of every partition not in `owned`: missing ones start empty, owned ones are dropped."""
+        mine = set(owned)
+        for partition in list(self.replicas):
+            if partition in mine:
+                del self.replicas[partition]
+        for partition in range(self.partitions):
+            if partition not in mine and partition not in self.replicas:
+                self.replicas[partition] = Replica(partition, rebuild_totals((), self.policy))
+        return self.replicas
+
+    def hand_over(self, part: PartitionState) -> None:
+        """A partition this worker gives up becomes a replica from where its local copy stands."""
+        self.replicas[part.partition] = Replica.handed_over(part)
+
+    def behind(self) -> list[int]:
+        """Partitions whose replica has not yet read its changelog up to where it stood when followed."""
+        return sorted(p for p, replica in self.replicas.items() if not replica.caught_up)
+
+    def totals(self, owned: Iterable[Totals]) -> Totals:
+        """The owned partitions' totals and every replica's, added up (the company's totals)."""
+        parts = [*owned, *(replica.totals for replica in self.replicas.values())]
+        if len(parts) == 1:
+            return parts[0]
+        merged = rebuild_totals((), self.policy)
+        for totals in parts:
+            merged.merge(totals)
+        return merged
+
+    def newest_ms(self) -> int | None:
+        return max((r.newest_ms for r in self.replicas.values() if r.newest_ms is not None), default=None)
+
+    def earliest_ms(self) -> int | None:
+        return min((r.earliest_ms for r in self.replicas.values() if r.earliest_ms is not None), default=None)
+
+    def tally(self) -> Tally:
+        total = Tally()
+        for replica in self.replicas.values():
+            total.add(replica.tally)
+        return total
+
+
+def latest(*times: int | None) -> int | None:
+    """The latest of event times that may be unknown (None)."""
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def earliest(*times: int | None) -> int | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None

@@ -1,0 +1,167 @@
+"""Specifies stream/app/company.py: a worker owning some partitions answers for the whole company.
+
+The partitions owned elsewhere are read from their changelog, record by record as the follower reads
+them (in any chunks, entity records included and skipped); the company's figures then equal
+`leadlag replay` of every event, whichever partitions a worker owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.app.company import Company, latest
+from stream.app.fold import Fold, PartitionState
+from stream.core.snapshot import build_snapshot
+from stream.simulation import generate_count
+from stream.state.memory import MemoryPartition
+from tests.integration.test_worker import normalised
+from tests.state.test_recovery import NO_COUNTS, PARTITIONS, POLICY, Changelog, fold_like_the_engine, replayed
+
+EVENTS = list(generate_count(3000, seed=11))
+
+
+class LoggedChangelog(Changelog):
+    """The changelog as a follower reads it: every record of every flush, in offset order, per partition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in range(PARTITIONS)}
+
+    def flush(self, fold: Fold) -> None:
+        for partition, part in fold.parts.items():
+            if not part.changed():
+                continue
+            records = part.changes()
+            self.log[partition].extend(records.items())
+            for key, value in records.items():
+                if value is None:
+                    self.values[partition].pop(key, None)
+                else:
+                    self.values[partition][key] = value
+            self.ends[partition] += len(records)
+            part.persisted(records, self.ends[partition])
+
+
+def logged(events: list[dict[str, Any]], flush_every: int) -> LoggedChangelog:
+    changelog = LoggedChangelog()
+    fold_like_the_engine(events, flush_every, changelog)
+    return changelog
+
+
+def company_snapshot(owned: Fold, company: Company) -> dict[str, Any]:
+    totals = company.totals(part.totals for part in owned.parts.values())
+    newest = latest(owned.newest_ms(), company.newest_ms())
+    earliest = min(t for t in (owned.earliest_ms(), company.earliest_ms()) if t is not None)
+    snapshot = build_snapshot(totals, newest, earliest, POLICY, NO_COUNTS)
+    return normalised(snapshot.model_dump(mode="json", exclude_none=True))  # type: ignore[no-any-return]
+
+
+def owning(changelog: Changelog, partitions: set[int]) -> Fold:
+    """A worker that owns `partitions`, its stores read from the changelog."""
+    fold = Fold(POLICY, PARTITIONS)
+    for partition in sorted(partitions):
+        store = MemoryPartition(partition)
+        store.write(dict(changelog.values[partition]), changelog.ends[partition])
+        fold.own(PartitionState(store, POLICY))
+    return fold
+
+
+def follow(company: Company, log: dict[int, list[tuple[bytes, bytes | None]]], chunk: int) -> None:
+    """Apply each replica's changelog as the follower does: in fetches of `chunk` records, in offset order."""
+    for partition, replica in company.replicas.items():
+        records = log[partition]
+        for start in range(0, len(records), chunk):
+            for offset, (key, value) in enumerate(records[start : start + chunk], start=start):
+                replica.apply(offset, key, value)
+
+
+def test_a_worker_owning_two_partitions_of_four_answers_for_the_company_like_replay() -> None:
+    changelog = logged(EVENTS, flush_every=211)
+    mine = owning(changelog, {0, 3})
+    company = Company(POLICY, PARTITIONS)
+    company.follow(mine.parts)
+
+    follow(company, changelog.log, chunk=500)
+
+    assert sorted(company.replicas) == [1, 2]
+    assert company_snapshot(mine, company) == replayed(EVENTS)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    owned=st.sets(st.integers(0, PARTITIONS - 1), max_size=PARTITIONS),
+    flush_every=st.integers(50, 2000),
+    chunk=st.integers(1, 5000),
+)
+def test_any_ownership_any_flushes_any_fetches_give_the_same_company(
+    owned: set[int], flush_every: int, chunk: int
+) -> None:
+    changelog = logged(EVENTS[:800], flush_every)
+    mine = owning(changelog, owned)
+    company = Company(POLICY, PARTITIONS)
+    company.follow(mine.parts)
+
+    follow(company, changelog.log, chunk)
+
+    assert company_snapshot(mine, company) == replayed(EVENTS[:800])
+    input_total = mine.tally()
+    input_total.add(company.tally())
+    assert input_total.accepted == 800
+
+
+def test_records_read_again_after_the_follower_is_reassigned_change_nothing() -> None:
+    changelog = logged(EVENTS[:600], flush_every=100)
+    mine = owning(changelog, {1})
+    company = Company(POLICY, PARTITIONS)
+    company.follow(mine.parts)
+    follow(company, changelog.log, chunk=300)
+    before = company_snapshot(mine, company)
+
+    follow(company, changelog.log, chunk=70)  # everything again, from offset 0: below each replica's offset
+
+    assert company_snapshot(mine, company) == before
+
+
+def test_a_partition_given_up_is_handed_over_and_one_taken_is_dropped() -> None:
+    changelog = logged(EVENTS[:600], flush_every=100)
+    mine = owning(changelog, {0, 1, 2, 3})
+    company = Company(POLICY, PARTITIONS)
+    company.follow(mine.parts)
+    assert company.replicas == {}
+
+    part = mine.disown(2)
+    assert part is not None
+    company.hand_over(part)
+    company.follow(mine.parts)
+
+    replica = company.replicas[2]
+    assert (replica.offset, replica.caught_up) == (changelog.ends[2], True)
+    assert company_snapshot(mine, company) == replayed(EVENTS[:600])
+    mine.own(PartitionState(part.store, POLICY))
+    company.follow(mine.parts)
+    assert company.replicas == {}
+
+
+def test_a_new_replica_is_behind_until_it_has_read_up_to_where_the_changelog_stood() -> None:
+    company = Company(POLICY, PARTITIONS)
+    company.follow({0})
+    for partition, replica in company.replicas.items():
+        replica.target = 3 if partition == 2 else 0
+
+    assert company.behind() == [2]
+    company.replicas[2].apply(2, b"visitor:v-1", b"{}")
+    assert company.behind() == []
+
+
+def test_input_counts_of_the_company_add_the_replicas() -> None:
+    company = Company(POLICY, PARTITIONS)
+    company.follow({0, 1})
+    company.replicas[2].apply(0, b"_counts:2", b'[5,4,1,0,0,{},{"future":2}]')
+    company.replicas[3].apply(0, b"_counts:3", b'[7,6,0,1,0,{},{"invalid":1}]')
+
+    total = company.tally()
+    assert (total.events, total.accepted, total.duplicates, total.invalid) == (12, 10, 1, 1)
+    assert total.letters == {"future": 2, "invalid": 1}
