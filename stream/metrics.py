@@ -76,6 +76,10 @@ class RuntimeStats:
     recovering: bool = False
     """True while the worker recovers its tables (its figures are incomplete)."""
     partitions_assigned: int = 0
+    partitions: tuple[int, ...] = ()
+    """The partitions this worker owns (their entities it folds); the others it reads from their changelog."""
+    voice: bool = False
+    """Whether this worker publishes the company's snapshot and alerts (it owns partition 0)."""
     snapshot_seconds: float = 0.0
     """How long the last snapshot took to compute."""
     started_at: float = 0.0
@@ -116,11 +120,14 @@ W, CH, ST, CUR, MO, KIND, CONV = "window", "channel", "stage", "currency", "mont
 CATALOGUE: tuple[MetricSpec, ...] = (
     # -- snapshot and input -------------------------------------------------------------------------
     _gauge("leadlag_snapshot_timestamp_seconds", "The event-time instant the figures describe (as of), Unix seconds."),
-    _counter("leadlag_input_events_total", "Events read, valid or not; an envelope counts each of its events."),
-    _counter("leadlag_input_accepted_total", "Events counted in the metrics."),
-    _counter("leadlag_input_duplicates_total", "Events whose event_id was already counted (ignored)."),
-    _counter("leadlag_input_invalid_total", "Events that failed validation (sent to the dead letter)."),
-    _counter("leadlag_input_rejected_total", "Valid events that could not be counted: late, or an unknown currency."),
+    _counter(
+        "leadlag_input_events_total",
+        "Events read, valid or not; an envelope counts each of its events. The company's, on every worker: take max.",
+    ),
+    _counter("leadlag_input_accepted_total", "Events counted in the metrics (the company's: take max, never sum)."),
+    _counter("leadlag_input_duplicates_total", "Events whose event_id was already counted (the company's)."),
+    _counter("leadlag_input_invalid_total", "Events that failed validation, sent to the dead letter (the company's)."),
+    _counter("leadlag_input_rejected_total", "Valid events not counted: late, or an unknown currency (the company's)."),
     # -- traffic, per window and channel --------------------------------------------------------------
     _gauge("leadlag_sessions", "Web sessions in the window.", W, CH),
     _gauge("leadlag_unique_visitors", "Distinct visitors in the window.", W, CH),
@@ -268,9 +275,16 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _counter("leadlag_mrr_moved_amount_total", "MRR moved, all time, by movement kind (magnitudes).", KIND, CUR),
     _counter("leadlag_mrr_movements_total", "MRR movements, all time, by kind (one per account and change).", KIND),
     # -- the worker ------------------------------------------------------------------------------------------------
-    _counter("leadlag_deadletters_total", "Messages or events sent to the dead letter, by reason kind.", "reason"),
-    _counter("leadlag_messages_in_total", "Kafka messages read, by input topic (an envelope is one).", "topic"),
-    _counter("leadlag_events_in_total", "Events read, by input topic (each event of an envelope).", "topic"),
+    # these describe this worker alone: sum them over workers
+    _counter(
+        "leadlag_deadletters_total", "Dead letters this worker sent, by reason kind (sum over workers).", "reason"
+    ),
+    _counter(
+        "leadlag_messages_in_total", "Kafka messages this worker read, by input topic (an envelope is one).", "topic"
+    ),
+    _counter(
+        "leadlag_events_in_total", "Events this worker read, by input topic (each event of an envelope).", "topic"
+    ),
     _counter("leadlag_batches_folded_total", "Batches folded through the reducers."),
     _counter("leadlag_rebalances_total", "Consumer group rebalances this worker went through."),
     _gauge("leadlag_consumer_lag_messages", "Messages behind the partition's end offset.", "topic", "partition"),
@@ -279,6 +293,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _gauge("leadlag_snapshot_computation_seconds", "How long the last snapshot took to compute."),
     _gauge("leadlag_worker_start_time_seconds", "When the worker started, Unix seconds."),
     _gauge("leadlag_ready", "1 while the worker is ready (see /readyz), else 0."),
+    _gauge("leadlag_voice", "1 on the one worker that publishes the company's snapshot and alerts (owns partition 0)."),
     _counter("leadlag_snapshot_failures_total", "Snapshot builds that failed; the last good snapshot is served."),
     _counter("leadlag_publish_failures_total", "Publications to the snapshot and alert topics that failed."),
 )
@@ -604,6 +619,7 @@ def add_runtime(f: _Families, runtime: RuntimeStats) -> None:
     if runtime.started_at:
         f.add("leadlag_worker_start_time_seconds", runtime.started_at)
     f.add("leadlag_ready", int(is_ready(runtime)))
+    f.add("leadlag_voice", int(runtime.voice))
     f.add("leadlag_snapshot_failures_total", runtime.snapshot_failures)
     f.add("leadlag_publish_failures_total", runtime.publish_failures)
 

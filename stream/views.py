@@ -246,6 +246,8 @@ def runtime_body(runtime: RuntimeStats) -> JsonObject:
         "rebalances": runtime.rebalances,
         "recovering": runtime.recovering,
         "partitions_assigned": runtime.partitions_assigned,
+        "partitions": list(runtime.partitions),
+        "voice": runtime.voice,
         "snapshot_seconds": runtime.snapshot_seconds,
         "snapshot_failures": runtime.snapshot_failures,
         "publish_failures": runtime.publish_failures,

@@ -341,6 +341,7 @@ def test_without_a_snapshot_only_the_runtime_statistics_are_exposed() -> None:
         "leadlag_snapshot_computation_seconds",
         "leadlag_worker_start_time_seconds",
         "leadlag_ready",
+        "leadlag_voice",
         "leadlag_snapshot_failures_total",
         "leadlag_publish_failures_total",
     }

@@ -112,6 +112,8 @@ def test_status_has_the_input_counts_a_benchmark_polls_and_the_runtime_statistic
         "rebalances": 1,
         "recovering": False,
         "partitions_assigned": 4,
+        "partitions": [],
+        "voice": False,
         "snapshot_seconds": 0.25,
         "snapshot_failures": 0,
         "publish_failures": 0,

@@ -236,6 +236,8 @@ class LeadlagWorker:
             rebalances=counts.rebalances,
             recovering=engine.recovering,
             partitions_assigned=0 if engine.recovering else len(engine.owned_partitions()),
+            partitions=() if engine.recovering else tuple(engine.owned_partitions()),
+            voice=self.publisher.speaking,
             snapshot_seconds=self.read_model.build_seconds,
             started_at=self.started_at,
             alerts=tuple(self.publisher.checks),
