@@ -16,10 +16,12 @@ wall clock (event time, message size, events per envelope) are judged by
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -207,10 +209,21 @@ class EventBase(BaseModel):
     source: Label | None = None
     schema_version: Annotated[Literal[1], BeforeValidator(_integer_only)] = 1
 
-    @property
+    @cached_property
     def occurred_ms(self) -> int:
-        """Event time as integer epoch milliseconds, the unit of all hot state."""
+        """Event time as integer epoch milliseconds, the unit of all hot state.
+
+        Cached: every step of a fold asks for it, and `timestamp()` of a parsed datetime costs microseconds.
+        """
         return int(self.occurred_at.timestamp() * 1000)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; values cached from the fields (`DERIVED`) are dropped when fields change, so none goes stale."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in DERIVED:
+                copied.__dict__.pop(name, None)
+        return copied
 
 
 class SiteVisit(EventBase):
@@ -256,13 +269,17 @@ class SiteVisit(EventBase):
     def campaign(self) -> str | None:
         return self.utm.campaign if self.utm else None
 
-    @property
+    @cached_property
     def viewed_pricing(self) -> bool:
-        """A path starting `/pricing` among the session's pages (or its landing page)."""
-        paths = list(self.pages or [])
-        if self.landing_page:
-            paths.append(self.landing_page)
-        return any(p.startswith("/pricing") for p in paths)
+        """A path starting `/pricing` among the session's pages (or its landing page); cached (see `DERIVED`)."""
+        landing = self.landing_page
+        if landing and landing.startswith("/pricing"):
+            return True
+        return any(path.startswith("/pricing") for path in self.pages or ())
+
+
+DERIVED = ("occurred_ms", "viewed_pricing")
+"""Properties cached in an event's `__dict__` on first use (not fields: no schema, no dump, no equality)."""
 
 
 class FormFill(EventBase):

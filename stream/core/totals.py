@@ -337,6 +337,7 @@ class Totals:
         "_admitted",
         "_month",
         "_reads",
+        "_routes",
         "capped",
         "counts",
         "hour_cutoff",
@@ -365,6 +366,8 @@ class Totals:
         self.hour_cutoff = BEGINNING_MS
         self._month = (0, 0)
         """The calendar month facts were last added to: [start, end)."""
+        self._routes: dict[str, dict[Labels, BucketSeries[float]]] = {}
+        """family -> labels as written -> the count series they land in (see `_route`)."""
         self._reads: dict[Any, Any] | None = None
         """Within `reading()`: cached sums per (kind, family, span) and their indexes by label."""
 
@@ -431,33 +434,66 @@ class Totals:
             series = by_labels[labels] = BucketSeries(Decimal(0))
         series.add(ts_ms, value, self.minute_cutoff, self.hour_cutoff)
 
+    def _route(self, family: str, labels: Labels) -> BucketSeries[float]:
+        """The count series a fact of (family, labels) lands in, created if new, remembered for the next fact.
+
+        Exact to cache: a name's fate under the label cap never changes once decided (`_bounded` is sticky),
+        and a series, once created, is never replaced.
+        """
+        bounded = self._bounded(family, labels) if family in self.capped else labels
+        by_labels = self.counts.get(family)
+        if by_labels is None:
+            by_labels = self.counts[family] = {}
+        series = by_labels.get(bounded)
+        if series is None:
+            series = by_labels[bounded] = BucketSeries(0)
+        routes = self._routes.get(family)
+        if routes is None:
+            routes = self._routes[family] = {}
+        routes[labels] = series
+        return series
+
     def apply(self, delta: Delta) -> None:
         """Add a delta's facts (the hot path: counts are added inline, without a call per granularity)."""
-        counts = self.counts
-        capped = self.capped
+        all_routes = self._routes
+        minute_cutoff = self.minute_cutoff
+        hour_cutoff = self.hour_cutoff
         month_lo, month_hi = self._month
+        last_ts = None
+        hour = slot = 0
+        to_minutes = to_hours = False
         for (family, labels, ts), value in delta.counts.items():
             if value == 0:
                 continue
-            if family in capped:
-                labels = self._bounded(family, labels)
-            by_labels = counts.get(family)
-            if by_labels is None:
-                by_labels = counts[family] = {}
-            series = by_labels.get(labels)
+            routes = all_routes.get(family)
+            series = None if routes is None else routes.get(labels)
             if series is None:
-                series = by_labels[labels] = BucketSeries(0)
-            minute = ts - ts % MINUTE_MS
+                series = self._route(family, labels)
+            if ts != last_ts:  # facts of one step mostly share a time: place it once
+                last_ts = ts
+                hour = ts - ts % HOUR_MS
+                slot = (ts - hour) // MINUTE_MS
+                to_minutes = hour >= minute_cutoff
+                to_hours = hour >= hour_cutoff
+                if not month_lo <= ts < month_hi:
+                    month_lo = month_start(ts)
+                    month_hi = next_month_start(month_lo)
+                    self._month = (month_lo, month_hi)
             first = series.first_ms
-            if first is None or minute < first:
-                series.first_ms = minute
-            hour = ts - ts % HOUR_MS
-            if hour >= self.minute_cutoff:
+            if first is None or ts < first:  # first is a whole minute: ts < first exactly when its minute is
+                series.first_ms = ts - ts % MINUTE_MS
+            if to_minutes:
                 chunks = series.minutes
-                if hour not in chunks and chunks and hour < next(reversed(chunks)):
-                    series.disordered = True
-                _add_minute(chunks, hour, (ts - hour) // MINUTE_MS, value)
-            if hour >= self.hour_cutoff:
+                chunk = chunks.get(hour)
+                if chunk is None:
+                    if chunks and hour < next(reversed(chunks)):
+                        series.disordered = True
+                    chunks[hour] = {slot: value}
+                elif chunk.__class__ is not dict and chunk.typecode == "q" and value.__class__ is int:
+                    chunk[slot] += value
+                else:
+                    _add_minute(chunks, hour, slot, value)
+            if to_hours:
                 hours = series.hours
                 old = hours.get(hour)
                 if old is None:
@@ -468,10 +504,6 @@ class Totals:
                     del hours[hour]
                 else:
                     hours[hour] = old + value
-            if not month_lo <= ts < month_hi:
-                month_lo = month_start(ts)
-                month_hi = next_month_start(month_lo)
-                self._month = (month_lo, month_hi)
             months = series.months
             new = months.get(month_lo, 0) + value
             if new == 0:
