@@ -73,6 +73,8 @@ class ShapeResult:
     raw: PathResult
     worker: PathResult | None
     worker_error: str | None = None
+    workers: int = 1
+    """Worker processes that folded the events together (one consumer group)."""
 
     @property
     def ratio(self) -> float | None:
@@ -288,35 +290,55 @@ def measure_worker(
     partitions: int,
     work_dir: Path,
     command: Sequence[str] = WORKER_COMMAND,
+    workers: int = 1,
 ) -> PathResult:
-    """Start `leadlag worker` on the bench's topics and poll `/api/status` until it has judged `events`."""
-    port = free_port()
-    env = worker_environment(broker, broker_kind, prefix, port, work_dir / "data", partitions)
-    log = work_dir / "worker.log"
-    url = f"http://127.0.0.1:{port}/api/status"
+    """Start `workers` `leadlag worker` processes on the bench's topics (one group) and poll their
+    `/api/status` until they have judged `events`.
+
+    Every worker reports the whole company's input counts, so the progress is the largest count any
+    reports. With several workers, progress counts only from when every one of them holds partitions, so
+    the rate is theirs together, not the first one's alone while the others join. Peak RSS: the largest
+    worker's.
+    """
+    ports = [free_port() for _ in range(workers)]
+    urls = [f"http://127.0.0.1:{port}/api/status" for port in ports]
     meter = Throughput()
     peak: int | None = None
     snapshot_seconds: float | None = None
     started = time.monotonic()
-    with running_process(command, env, log) as process:
+    with contextlib.ExitStack() as stack:
+        processes = []
+        for number, port in enumerate(ports):
+            env = worker_environment(broker, broker_kind, prefix, port, work_dir / f"data-{number}", partitions)
+            log = work_dir / f"worker-{number}.log"
+            processes.append((stack.enter_context(running_process(command, env, log)), log))
         count = 0
         while count < events:
-            if process.poll() is not None:
-                raise BenchError(f"the worker exited ({process.returncode}) at {count:,} events:\n{_tail(log)}")
-            status = _status(url)
+            for process, log in processes:
+                if process.poll() is not None:
+                    raise BenchError(f"a worker exited ({process.returncode}) at {count:,} events:\n{_tail(log)}")
+            statuses = [_status(url) for url in urls]
             now = time.monotonic()
-            if status is not None:
-                count = judged(status)
-                meter.observe(now, count)
-                snapshot_seconds = status["runtime"].get("snapshot_seconds") or snapshot_seconds
-            peak = peak_rss_bytes(process.pid) or peak
+            known = [status for status in statuses if status is not None]
+            if known:
+                count = max(judged(status) for status in known)
+                everyone = len(known) == workers and all(s["runtime"].get("partitions") for s in known)
+                if workers == 1 or everyone or count >= events:
+                    meter.observe(now, count)
+                snapshot_seconds = max(
+                    (s["runtime"].get("snapshot_seconds") or 0.0 for s in known), default=snapshot_seconds
+                )
+            peaks = [peak_rss_bytes(process.pid) for process, _ in processes]
+            peak = max((p for p in (*peaks, peak) if p is not None), default=None)
             if now - (meter.last_change or started) > STALL_SECONDS:
                 raise BenchError(
-                    f"the worker made no progress for {STALL_SECONDS:.0f} s at {count:,} events\n{_tail(log)}"
+                    f"the workers made no progress for {STALL_SECONDS:.0f} s at {count:,} events\n"
+                    + _tail(processes[0][1])
                 )
             if count < events:
                 time.sleep(POLL_SECONDS)
-        peak = peak_rss_bytes(process.pid) or peak
+        peaks = [peak_rss_bytes(process.pid) for process, _ in processes]
+        peak = max((p for p in (*peaks, peak) if p is not None), default=None)
     seconds = meter.seconds()
     return PathResult(meter.events_after_first_change() if seconds else count, seconds, peak, snapshot_seconds)
 
@@ -339,6 +361,7 @@ def bench_shape(
     with_worker: bool = True,
     worker_command: Sequence[str] = WORKER_COMMAND,
     on_step: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> ShapeResult:
     """Produce `events` into fresh topics in one input shape, then measure the raw consumer and the worker."""
     from stream.app.topics import Topics
@@ -355,10 +378,12 @@ def bench_shape(
     worker: PathResult | None = None
     error: str | None = None
     if with_worker:
-        step("leadlag worker folding them")
+        step(f"{workers} leadlag worker{'s' if workers > 1 else ''} folding them")
         with tempfile.TemporaryDirectory(prefix="leadlag-bench-") as work_dir:
             try:
-                worker = measure_worker(broker, broker_kind, prefix, events, partitions, Path(work_dir), worker_command)
+                worker = measure_worker(
+                    broker, broker_kind, prefix, events, partitions, Path(work_dir), worker_command, workers
+                )
             except BenchError as exc:
                 error = str(exc)
     return ShapeResult(
@@ -369,6 +394,7 @@ def bench_shape(
         raw=raw,
         worker=worker,
         worker_error=error,
+        workers=workers,
     )
 
 
@@ -383,6 +409,7 @@ def run_bench(
     with_worker: bool = True,
     worker_command: Sequence[str] = WORKER_COMMAND,
     on_step: Callable[[str], None] | None = None,
+    workers: Sequence[int] = (1,),
 ) -> list[ShapeResult]:
     """Every shape against `broker`, or against an embedded broker started (and stopped) for the run."""
     if broker:
@@ -397,8 +424,10 @@ def run_bench(
                 with_worker=with_worker,
                 worker_command=worker_command,
                 on_step=on_step,
+                workers=count,
             )
             for size in shapes
+            for count in workers
         ]
     from stream.broker import EmbeddedBroker
 
@@ -413,4 +442,5 @@ def run_bench(
             with_worker=with_worker,
             worker_command=worker_command,
             on_step=on_step,
+            workers=workers,
         )

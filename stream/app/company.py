@@ -25,7 +25,7 @@ import orjson
 from stream.app.fold import PartitionState, Tally
 from stream.core.ledger import rebuild_totals
 from stream.core.policy import Policy
-from stream.core.totals import HOUR, Totals
+from stream.core.totals import HOUR, BucketRef, Totals
 from stream.state.base import BUCKET_PREFIX, COUNTS_PREFIX, MARKS_PREFIX
 from stream.state.buckets import decode_bucket, parse_bucket_key
 
@@ -33,11 +33,15 @@ from stream.state.buckets import decode_bucket, parse_bucket_key
 class Replica:
     """One partition owned elsewhere, as its changelog tells it: totals, marks, counts, how far read."""
 
-    __slots__ = ("earliest_ms", "newest_ms", "offset", "partition", "tally", "target", "totals")
+    __slots__ = ("_totals", "earliest_ms", "newest_ms", "offset", "partition", "pending", "tally", "target")
 
     def __init__(self, partition: int, totals: Totals, offset: int = 0) -> None:
         self.partition = partition
-        self.totals = totals
+        self._totals = totals
+        self.pending: dict[bytes, bytes | None] = {}
+        """Bucket records read but not yet loaded: only the last one of each key is, when the totals are
+        read (a bucket rewritten by every flush of a backfill is decoded once per snapshot, not per flush).
+        Bound: one entry per bucket of the partition's totals."""
         self.earliest_ms: int | None = None
         self.newest_ms: int | None = None
         self.tally = Tally()
@@ -56,6 +60,21 @@ class Replica:
         return replica
 
     @property
+    def totals(self) -> Totals:
+        """The partition's totals as far as read: the pending bucket records loaded, oldest first."""
+        pending = self.pending
+        if pending:
+            totals = self._totals
+            refs = sorted(((parse_bucket_key(key), value) for key, value in pending.items()), key=_start)
+            for ref, value in refs:
+                if value is not None:
+                    totals.load_bucket(ref, decode_bucket(ref, value))
+                elif ref[3] == HOUR:  # an hour bucket past its retention, deleted from the changelog
+                    totals.load_bucket(ref, (0, None))
+            pending.clear()
+        return self._totals
+
+    @property
     def caught_up(self) -> bool:
         return self.target is not None and self.offset >= self.target
 
@@ -71,24 +90,23 @@ class Replica:
         if key is None or not key.startswith(b"_"):
             return False
         if key.startswith(BUCKET_PREFIX):
-            ref = parse_bucket_key(key)
-            if value is None:  # an hour bucket past its retention, deleted from the changelog
-                if ref[3] == HOUR:
-                    self.totals.load_bucket(ref, (0, None))
-                return True
-            self.totals.load_bucket(ref, decode_bucket(ref, value))
+            self.pending[key] = value
             return True
         if value is None:
             return False
         if key.startswith(MARKS_PREFIX):
             self.earliest_ms, self.newest_ms, totals_newest = orjson.loads(value)
             if totals_newest is not None:
-                self.totals.advance(totals_newest)
+                self._totals.advance(totals_newest)
             return True
         if key.startswith(COUNTS_PREFIX):
             self.tally = Tally.decode(value)
             return True
         return False
+
+
+def _start(pair: tuple[BucketRef, bytes | None]) -> int:
+    return pair[0][4]
 
 
 class Company:

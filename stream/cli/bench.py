@@ -29,12 +29,21 @@ def bench_command(
     partitions: Annotated[int | None, typer.Option(min=1, help="Partitions per topic (LEADLAG_PARTITIONS).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated events.")] = 1,
     worker: Annotated[bool, typer.Option(help="Also measure the leadlag worker (not only the raw consumer).")] = True,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes folding together (one group), repeatable to compare: --workers 1 --workers 2.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")] = False,
 ) -> None:
     """Produce simulated events, then time a raw consumer and the leadlag worker reading them to the end.
 
-    Each input shape gets fresh topics; the worker runs as `leadlag worker` with the memory store.
-    Reported: events/s of each (from first to last progress), the worker/raw ratio and peak RSS.
+    Each input shape (and worker count) gets fresh topics; the worker runs as `leadlag worker` with the
+    memory store, N of them in one group with --workers N. Reported: events/s of each (from first to last
+    progress; with several workers, from when all hold partitions), the worker/raw ratio and peak RSS.
     """
     from stream.bench import DEFAULT_SHAPES, BenchError, run_bench
     from stream.settings import SettingsError, load_settings
@@ -66,6 +75,7 @@ def bench_command(
                 partitions=partitions or settings.partitions,
                 with_worker=worker,
                 on_step=step,
+                workers=workers or (1,),
             )
         except BenchError as exc:
             stderr.print(f"[red]error:[/] {safe(str(exc))}")
@@ -103,6 +113,7 @@ def print_results(results: list[ShapeResult], console: Console) -> None:
     )
     columns = (
         "events/msg",
+        "workers",
         "events",
         "raw ev/s",
         "raw RSS",
@@ -119,6 +130,7 @@ def print_results(results: list[ShapeResult], console: Console) -> None:
         target = TARGET_RATIO.get(result.envelope_size)
         table.add_row(
             f"{result.envelope_size:,}",
+            f"{result.workers}",
             f"{result.events:,}",
             _rate(result.raw.events_per_second),
             _mib(result.raw.peak_rss_bytes),
