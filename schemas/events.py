@@ -16,12 +16,12 @@ wall clock (event time, message size, events per envelope) are judged by
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
-from typing import Annotated, Any, Literal, Self
+from functools import lru_cache
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import (
     AwareDatetime,
@@ -199,17 +199,51 @@ class Utm(BaseModel):
     content: Label | None = None
 
 
+T = TypeVar("T")
+
+
+class derived(Generic[T]):  # a decorator, named like `property`
+    """A property computed on first use and kept in the instance's `__dict__` (`functools.cached_property`
+    without its lock, which costs more than the values it guards: one event is read by one thread)."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> T: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> T | Self:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
+
+
+def _has_values(utm: Utm) -> bool:
+    """Any utm parameter set to a non-empty value (its fields are all flat strings: no dump needed)."""
+    return any(utm.__dict__.values())
+
+
+_derived_channel = lru_cache(maxsize=1024)(derive_channel)
+"""`derive_channel` remembered for the most recent utm and referrer values (few, and parsing a URL is not free)."""
+
+
 class EventBase(BaseModel):
     """Fields every event carries."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False, ignored_types=(derived,))
 
     event_id: EventId
     occurred_at: Timestamp
     source: Label | None = None
     schema_version: Annotated[Literal[1], BeforeValidator(_integer_only)] = 1
 
-    @cached_property
+    @derived
     def occurred_ms(self) -> int:
         """Event time as integer epoch milliseconds, the unit of all hot state.
 
@@ -247,17 +281,19 @@ class SiteVisit(EventBase):
     @field_validator("pages")
     @classmethod
     def _page_paths_are_capped(cls, pages: list[str] | None) -> list[str] | None:
-        if pages is not None and any(len(path) > MAX_TEXT_CHARS for path in pages):
+        if pages and max(map(len, pages)) > MAX_TEXT_CHARS:
             raise ValueError(f"a path in pages is longer than {MAX_TEXT_CHARS} characters")
         return pages
 
     @model_validator(mode="after")
     def derive_missing_channel(self) -> SiteVisit:
         if self.channel is None:
-            has_utm = self.utm is not None and any(self.utm.model_dump().values())
-            utm = self.utm or Utm()
-            derived = derive_channel(utm.source, utm.medium, has_utm, self.referrer)
-            object.__setattr__(self, "channel", derived)
+            utm = self.utm
+            if utm is None:
+                channel = _derived_channel(None, None, False, self.referrer)
+            else:
+                channel = _derived_channel(utm.source, utm.medium, _has_values(utm), self.referrer)
+            object.__setattr__(self, "channel", channel)
         return self
 
     @property
@@ -269,7 +305,7 @@ class SiteVisit(EventBase):
     def campaign(self) -> str | None:
         return self.utm.campaign if self.utm else None
 
-    @cached_property
+    @derived
     def viewed_pricing(self) -> bool:
         """A path starting `/pricing` among the session's pages (or its landing page); cached (see `DERIVED`)."""
         landing = self.landing_page
@@ -299,7 +335,7 @@ class FormFill(EventBase):
 
     @model_validator(mode="after")
     def derive_channel_from_utm(self) -> FormFill:
-        if self.channel is None and self.utm is not None and any(self.utm.model_dump().values()):
+        if self.channel is None and self.utm is not None and _has_values(self.utm):
             object.__setattr__(self, "channel", derive_channel(self.utm.source, self.utm.medium, True, None))
         return self
 

@@ -10,11 +10,13 @@ the largest message is never read whole into memory (`bounded_lines`).
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -187,6 +189,23 @@ def read_events(
                 yield number, item
 
 
+BULK_GC_THRESHOLD = 50_000
+"""Allocations between young collections while replaying (CPython's default is 700)."""
+
+
+@contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Collect garbage less often while folding: the entity states and totals a replay builds up survive every
+    collection, and at the default rate the collector re-scanned them for about a sixth of the run. Young cycles are
+    still collected; the previous thresholds come back afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], BULK_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def replay(
     lines: Iterable[bytes],
     policy: Policy,
@@ -200,6 +219,20 @@ def replay(
     ledger = Ledger(policy, shards=shards, store=EncodedStore)
     counts = ReplayCounts()
     as_of_ms = None if as_of is None else int(as_of.timestamp() * 1000)
+    with bulk_gc():
+        _fold_lines(ledger, counts, lines, policy, as_of_ms, on_bad, now_ms)
+    return ledger, counts
+
+
+def _fold_lines(
+    ledger: Ledger,
+    counts: ReplayCounts,
+    lines: Iterable[bytes],
+    policy: Policy,
+    as_of_ms: int | None,
+    on_bad: Callable[[BadInput], None] | None,
+    now_ms: int | None,
+) -> None:
     for number, event in read_events(lines, counts, policy.limits, now_ms, on_bad):
         if as_of_ms is not None and event.occurred_ms > as_of_ms:
             counts.after_as_of += 1
@@ -218,4 +251,3 @@ def replay(
                 counts.duplicates += 1
             else:
                 counts.accepted += 1
-    return ledger, counts

@@ -143,6 +143,16 @@ def test_a_session_that_saw_pricing_is_marked() -> None:
     assert not parse_one(visit(pages=["/blog"], landing_page="/")).viewed_pricing
 
 
+def test_values_cached_from_the_fields_follow_a_copy_that_changes_them() -> None:
+    event = parse_one(visit(pages=["/pricing"]))
+    assert event.occurred_ms == 1_795_424_400_000
+    assert event.viewed_pricing
+    moved = event.model_copy(update={"occurred_at": event.occurred_at.replace(hour=10), "pages": ["/blog"]})
+    assert moved.occurred_ms == 1_795_428_000_000
+    assert not moved.viewed_pricing
+    assert event == parse_one(visit(pages=["/pricing"]))  # a cached value is not a field: equality ignores it
+
+
 def test_a_form_fill_without_channel_or_utm_waits_for_the_visitors_session() -> None:
     fill = parse_one(
         {
