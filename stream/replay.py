@@ -189,7 +189,7 @@ def read_events(
                 yield number, item
 
 
-BULK_GC_THRESHOLD = 50_000
+BULK_GC_THRESHOLD = 200_000
 """Allocations between young collections while replaying (CPython's default is 700)."""
 
 

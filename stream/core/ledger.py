@@ -216,7 +216,9 @@ class Ledger:
     def fold(self, event: Event) -> Outcome:
         """Fold one event and every link it causes; raises `RejectedEvent` for late or unconvertible input."""
         try:
-            self.check_lateness(event)
+            grace, watermark = self.policy.grace_ms, self.watermark_ms
+            if grace is not None and watermark is not None and event.occurred_ms < watermark - grace:
+                self.check_lateness(event)  # late: raises, with the reason
             # reducers convert money before they change any state, so a rejection leaves none behind
             first = self._shard_of(event).fold(event)
         except UnknownCurrency as exc:
@@ -227,7 +229,7 @@ class Ledger:
             raise
         outcome = Outcome.DUPLICATE if first.duplicate else Outcome.ACCEPTED
         # a duplicate's links are folded too: they are idempotent, and they repair links a crash lost
-        pending: deque[Item] = deque(first.emitted)
+        pending: deque[Item] | None = deque(first.emitted) if first.emitted else None
         while pending:
             item = pending.popleft()
             pending.extend(self._shard_of(item).fold(item).emitted)

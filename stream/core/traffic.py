@@ -112,19 +112,25 @@ def is_engaged(pageviews: int, engaged_seconds: float) -> bool:
 
 
 def add_session_facts(delta: Delta, visit: SiteVisit, ts_ms: int, channel: str) -> None:
-    """What one session contributes: its counts by channel and campaign."""
+    """What one session contributes: its counts by channel and campaign (written out: once per session)."""
     labels = (channel, visit.campaign or NO_CAMPAIGN)
     counts = delta.counts
-    for family, value in (
-        (SESSIONS, 1),
-        (PAGEVIEWS, visit.pageviews),
-        (ENGAGED_SECONDS, visit.engaged_seconds),
-        (ENGAGED_SESSIONS, 1 if is_engaged(visit.pageviews, visit.engaged_seconds) else 0),
-        (PRICING_SESSIONS, 1 if visit.viewed_pricing else 0),
-    ):
-        if value:
-            key = (family, labels, ts_ms)
-            counts[key] = counts.get(key, 0) + value
+    get = counts.get
+    pageviews, seconds = visit.pageviews, visit.engaged_seconds
+    key = (SESSIONS, labels, ts_ms)
+    counts[key] = get(key, 0) + 1
+    if pageviews:
+        key = (PAGEVIEWS, labels, ts_ms)
+        counts[key] = get(key, 0) + pageviews
+    if seconds:
+        key = (ENGAGED_SECONDS, labels, ts_ms)
+        counts[key] = get(key, 0) + seconds
+    if is_engaged(pageviews, seconds):
+        key = (ENGAGED_SESSIONS, labels, ts_ms)
+        counts[key] = get(key, 0) + 1
+    if visit.viewed_pricing:
+        key = (PRICING_SESSIONS, labels, ts_ms)
+        counts[key] = get(key, 0) + 1
 
 
 def _move_last_visit(delta: Delta, family: str, labels: tuple[str, ...], old_ms: int | None, new_ms: int) -> None:
@@ -197,9 +203,9 @@ def apply_site_visit(state: VisitorState, visit: SiteVisit, policy: Policy = DEF
     delta = Delta()
     add_session_facts(delta, visit, ts, channel)
     last_visits = state.last_visits
-    overall = max(last_visits.values()) if last_visits else None
     previous = last_visits.get(channel)
     if previous is None or ts > previous:
+        overall = max(last_visits.values()) if last_visits else None
         _move_last_visit(delta, LAST_VISITS, (channel,), previous, ts)
         last_visits[channel] = ts
         if overall is None or ts > overall:
