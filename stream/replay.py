@@ -30,6 +30,8 @@ from stream.core.links import EntityKind
 from stream.core.policy import Policy
 
 GZIP_MAGIC = b"\x1f\x8b"
+BLANK = frozenset(b" \t\n\r\x0b\x0c")
+"""The bytes `bytes.strip` removes: a line of only these is skipped."""
 SKIP_CHUNK = 1024 * 1024
 """How much of an over-long line is read at a time while skipping it."""
 MAX_BAD_KEPT = 1_000
@@ -176,7 +178,7 @@ def read_events(
     limit = limits.max_message_bytes
     for number, line in enumerate(lines, start=1):
         counts.lines = number
-        if not line.strip():
+        if (not line or line[0] in BLANK) and not line.strip():  # the first byte nearly always settles it
             continue
         if len(line) > limit:
             line = line.rstrip(b"\r\n")  # the newline is not part of the message

@@ -45,6 +45,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
+from functools import lru_cache
 from itertools import islice, pairwise, takewhile
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -64,7 +65,7 @@ from stream.core.links import AccountLink, Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.rates import ratio, whole
 from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Totals
-from stream.core.windows import DAY_MS, MINUTE_MS, Span, floor_minute, month_label
+from stream.core.windows import DAY_MS, MINUTE_MS, Span, floor_minute, month_label, month_start
 
 STAGE_ENTRIES = "stage_entries"
 """Count, labels (stage, channel, campaign); +1 at the reach time of each stage reached."""
@@ -540,6 +541,12 @@ def _fill_fact(fill: FormRecord) -> FactKey:
     return FORM_FILLS, (fill.form_type, channel, campaign or NO_CAMPAIGN), fill.ts_ms
 
 
+@lru_cache(maxsize=1024)
+def _label_of_month(month_ms: int) -> str:
+    """`month_label` of a month's start, remembered: every fold of a contact's timeline names its cohort."""
+    return month_label(month_ms)
+
+
 def timeline_facts(
     timeline: list[StageRecord], channel: str, campaign: str, policy: Policy
 ) -> tuple[Facts, MoneyFacts]:
@@ -551,7 +558,7 @@ def timeline_facts(
     for stage, ts in reached.items():
         _add(facts, STAGE_ENTRIES, (stage.value, channel, campaign), ts, 1)
     if lead_ms is not None:
-        cohort = month_label(lead_ms)
+        cohort = _label_of_month(month_start(lead_ms))
         for stage in COHORT_STAGES:
             if stage in reached:
                 _add(facts, COHORT_REACHED, (cohort, stage.value, channel), reached[stage], 1)

@@ -269,13 +269,18 @@ def _add_minute(chunks: dict[int, Any], hour: int, slot: int, value: float) -> N
             return
         chunk[slot] = new
         if len(chunk) > SPARSE_MINUTES:
-            chunks[hour] = array("q", _EMPTY_HOUR)
-            for filled, amount in chunk.items():
-                _add_to_slot(chunks, hour, chunks[hour], filled, amount)
+            _densify(chunks, hour, chunk)
     elif chunk.typecode == "q" and value.__class__ is int:
         chunk[slot] += value
     else:
         _add_to_slot(chunks, hour, chunk, slot, value)
+
+
+def _densify(chunks: dict[int, Any], hour: int, chunk: dict[int, Any]) -> None:
+    """Turn an hour's minutes from a dict into an array of 60, once it has more than `SPARSE_MINUTES`."""
+    chunks[hour] = array("q", _EMPTY_HOUR)
+    for filled, amount in chunk.items():
+        _add_to_slot(chunks, hour, chunks[hour], filled, amount)
 
 
 def _add_to_slot(minutes: dict[int, Any], hour: int, chunk: array[Any], slot: int, value: float) -> None:
@@ -489,10 +494,18 @@ class Totals:
                     if chunks and hour < next(reversed(chunks)):
                         series.disordered = True
                     chunks[hour] = {slot: value}
-                elif chunk.__class__ is not dict and chunk.typecode == "q" and value.__class__ is int:
+                elif chunk.__class__ is dict:  # `_add_minute`, inline
+                    new = chunk.get(slot, 0) + value
+                    if new == 0:
+                        chunk.pop(slot, None)
+                    else:
+                        chunk[slot] = new
+                        if len(chunk) > SPARSE_MINUTES:
+                            _densify(chunks, hour, chunk)
+                elif chunk.typecode == "q" and value.__class__ is int:
                     chunk[slot] += value
                 else:
-                    _add_minute(chunks, hour, slot, value)
+                    _add_to_slot(chunks, hour, chunk, slot, value)
             if to_hours:
                 hours = series.hours
                 old = hours.get(hour)

@@ -189,17 +189,16 @@ def apply_site_visit(state: VisitorState, visit: SiteVisit, policy: Policy = DEF
     ts = visit.occurred_ms
     channel = visit.resolved_channel.value
     campaign = visit.campaign
-    visitor_id = visit.visitor_id
-    if state.recent.seen(visit.event_id, policy.dedupe_horizon_ms):
+    visitor_id, event_id, session_id = visit.visitor_id, visit.event_id, visit.session_id
+    contacts = state.contacts
+    horizon = policy.dedupe_horizon_ms
+    if state.recent.seen(event_id, horizon):
         # links are idempotent at the contact: send this session's touches again
         return Step(
             duplicate=True,
-            emitted=[
-                Touch(contact, visitor_id, visit.event_id, visit.session_id, ts, channel, campaign)
-                for contact in state.contacts
-            ],
+            emitted=[Touch(contact, visitor_id, event_id, session_id, ts, channel, campaign) for contact in contacts],
         )
-    state.recent.remember(visit.event_id, ts, policy.dedupe_horizon_ms)
+    state.recent.remember(event_id, ts, horizon)
     delta = Delta()
     add_session_facts(delta, visit, ts, channel)
     last_visits = state.last_visits
@@ -211,20 +210,21 @@ def apply_site_visit(state: VisitorState, visit: SiteVisit, policy: Policy = DEF
         if overall is None or ts > overall:
             _move_last_visit(delta, LAST_VISITS_ALL, (), overall, ts)
     _count_month(state, delta, ts, channel, policy.snapshot_months)
-    session = KeptSession(ts, visit.event_id, visit.session_id, channel, campaign)
+    session = KeptSession(ts, event_id, session_id, channel, campaign)
     _keep(state, session)
 
     # contacts known before this visit get this session; a contact first named now gets the kept ones
-    emitted: list[Link] = [
-        Touch(contact_id, visitor_id, visit.event_id, visit.session_id, ts, channel, campaign)
-        for contact_id in state.contacts
-    ]
+    emitted: list[Link] = (
+        [Touch(contact, visitor_id, event_id, session_id, ts, channel, campaign) for contact in contacts]
+        if contacts
+        else []
+    )
     contact_id = visit.contact_id
-    if contact_id is not None and contact_id not in state.contacts and len(state.contacts) < MAX_CONTACTS_PER_VISITOR:
-        state.contacts.append(contact_id)
+    if contact_id is not None and contact_id not in contacts and len(contacts) < MAX_CONTACTS_PER_VISITOR:
+        contacts.append(contact_id)
         emitted.extend(state.touches_for(contact_id, visitor_id))
         if session not in state.sessions:  # too old to keep, but this contact named it: it is its touch
-            emitted.append(Touch(contact_id, visitor_id, visit.event_id, visit.session_id, ts, channel, campaign))
+            emitted.append(Touch(contact_id, visitor_id, event_id, session_id, ts, channel, campaign))
     return Step(delta, emitted)
 
 
