@@ -31,6 +31,7 @@ import orjson
 
 from schemas.events import EventType
 from stream.app.admin import TopicSpec, bootstrap_servers, client_options, ensure_topics
+from stream.app.placement import key_partition
 from stream.app.topics import Topics
 from stream.core.windows import DAY_MS, HOUR_MS, to_datetime, to_ms
 from stream.settings import Settings
@@ -61,6 +62,14 @@ def entity_key(event: JsonEvent) -> bytes:
     return str(event[KEY_FIELD_OF_TYPE[EventType(str(event["type"]))]]).encode()
 
 
+def placement_key(event: JsonEvent) -> str:
+    """The id the worker places an event's entity by (`stream.core.links.entity_of`): its entity's id, and
+    for spend, the channel and UTC day (a spend state holds one channel's day)."""
+    if event["type"] == EventType.SPEND.value:
+        return f"{event['channel']}/{to_datetime(event_time_ms(event)).date()}"
+    return entity_key(event).decode()
+
+
 def event_time_ms(event: JsonEvent) -> int:
     """The event's `occurred_at` as epoch milliseconds."""
     return to_ms(datetime.fromisoformat(str(event["occurred_at"])))
@@ -74,46 +83,62 @@ class Message:
     key: bytes | None
     value: bytes
     events: int
+    partition: int | None = None
+    """Where an envelope goes when its events share an entity partition (None: the producer's choice)."""
 
 
 class Envelopes:
     """Turns events into messages: per-topic envelopes of up to `envelope_size`, or keyed single events at 1.
 
-    Envelopes carry no key: the worker routes each event to its entity's
-    partition itself, so an envelope may mix entities.
+    Envelopes carry no key. Without `partitions` an envelope may mix entities and the worker routes each
+    event to its entity's partition itself (one hop through `leadlag.entities` for the events of partitions
+    another worker owns). With `partitions` (the topics' partition count) each envelope holds the events of
+    one entity partition and is sent to that partition, where they all fold without a hop: what lets
+    several workers share envelopes without routing them to each other (docs/architecture.md, "One
+    company, many workers").
     """
 
-    __slots__ = ("envelope_size", "open", "topics")
+    __slots__ = ("envelope_size", "open", "partitions", "topics")
 
-    def __init__(self, topics: Topics, envelope_size: int = DEFAULT_ENVELOPE_SIZE) -> None:
+    def __init__(
+        self, topics: Topics, envelope_size: int = DEFAULT_ENVELOPE_SIZE, partitions: int | None = None
+    ) -> None:
         if envelope_size < 1:
             raise ValueError(f"envelope_size must be ≥ 1, got {envelope_size}")
         self.topics = topics
         self.envelope_size = envelope_size
-        self.open: dict[str, list[JsonEvent]] = {}
+        self.partitions = partitions
+        self.open: dict[tuple[str, int | None], list[JsonEvent]] = {}
 
     def add(self, event: JsonEvent) -> Message | None:
         """The message completed by this event, if any (always one for single events)."""
         topic = self.topics.input_of(EventType(str(event["type"])))
         if self.envelope_size == 1:
             return Message(topic, entity_key(event), orjson.dumps(event), 1)
-        batch = self.open.setdefault(topic, [])
+        partitions = self.partitions
+        where = (topic, None if partitions is None else key_partition(placement_key(event), partitions))
+        batch = self.open.setdefault(where, [])
         batch.append(event)
         if len(batch) < self.envelope_size:
             return None
-        del self.open[topic]
-        return Message(topic, None, orjson.dumps(batch), len(batch))
+        del self.open[where]
+        return Message(topic, None, orjson.dumps(batch), len(batch), where[1])
 
     def drain(self) -> list[Message]:
-        """The partly filled envelopes, in the order their topics were first used; leaves none open."""
-        messages = [Message(topic, None, orjson.dumps(batch), len(batch)) for topic, batch in self.open.items()]
+        """The partly filled envelopes, in the order they were first opened; leaves none open."""
+        messages = [
+            Message(topic, None, orjson.dumps(batch), len(batch), partition)
+            for (topic, partition), batch in self.open.items()
+        ]
         self.open.clear()
         return messages
 
 
-def messages_of(events: Iterable[JsonEvent], topics: Topics, envelope_size: int) -> Iterator[Message]:
+def messages_of(
+    events: Iterable[JsonEvent], topics: Topics, envelope_size: int, partitions: int | None = None
+) -> Iterator[Message]:
     """Every event as messages (see `Envelopes`), the partial envelopes last."""
-    envelopes = Envelopes(topics, envelope_size)
+    envelopes = Envelopes(topics, envelope_size, partitions)
     for event in events:
         message = envelopes.add(event)
         if message is not None:
@@ -300,7 +325,7 @@ class TrafficProducer:
         await self.producer.stop()
 
     async def send(self, message: Message) -> None:
-        future = await self.producer.send(message.topic, message.value, key=message.key)
+        future = await self.producer.send(message.topic, message.value, key=message.key, partition=message.partition)
         self.pending.append((message.topic, future))
         if len(self.pending) >= self.CHECK_EVERY:
             self._check(only_done=True)
@@ -330,10 +355,13 @@ async def produce_events(
     *,
     stop: asyncio.Event | None = None,
     on_progress: ProgressCallback | None = None,
+    partitions: int | None = None,
 ) -> ProduceStats:
-    """Send events as fast as the broker takes them; stops early (and flushes) when `stop` is set."""
+    """Send events as fast as the broker takes them; stops early (and flushes) when `stop` is set.
+
+    `partitions`: envelopes per entity partition, sent to it (see `Envelopes`)."""
     next_report = time.monotonic() + PROGRESS_SECONDS
-    envelopes = Envelopes(topics, envelope_size)
+    envelopes = Envelopes(topics, envelope_size, partitions)
     for index, event in enumerate(events):
         message = envelopes.add(event)
         if message is not None:
@@ -379,6 +407,7 @@ async def produce_count(
             stats,
             stop=stop,
             on_progress=on_progress,
+            partitions=settings.partitions,
         )
     stats.finished = time.monotonic()
     return stats
@@ -412,13 +441,22 @@ async def produce_live(
     clock = plan.clock
     async with TrafficProducer(options, linger_ms=5) as producer:
         backfill = queue.due(clock.start_ms)
-        await produce_events(producer, backfill, topics, envelope_size, stats, stop=stop, on_progress=on_progress)
+        await produce_events(
+            producer,
+            backfill,
+            topics,
+            envelope_size,
+            stats,
+            stop=stop,
+            on_progress=on_progress,
+            partitions=settings.partitions,
+        )
         stats.backfill_events = stats.total_events
         live_started = time.monotonic()
         next_report = live_started
         while not stop.is_set() and not queue.exhausted:
             now_ms = clock.event_ms_at(time.monotonic() - live_started)
-            envelopes = Envelopes(topics, envelope_size)
+            envelopes = Envelopes(topics, envelope_size, settings.partitions)
             for event in queue.due(now_ms + 1):
                 message = envelopes.add(event)
                 if message is not None:

@@ -280,3 +280,22 @@ def test_the_benchmarked_worker_gets_its_own_topics_group_port_and_memory_store(
             "LEADLAG_DATA_DIR": str(tmp_path),
         }.items()
     )
+
+
+def test_envelopes_per_entity_partition_hold_only_events_the_worker_places_there() -> None:
+    from schemas.events import EVENT_ADAPTER
+    from stream.app.placement import entity_partition
+    from stream.app.topics import Topics
+    from stream.core.links import entity_of
+    from stream.produce import messages_of
+    from stream.simulation import generate_count
+
+    events = list(generate_count(3000, seed=4))
+    messages = list(messages_of(events, Topics(""), 50, partitions=4))
+
+    assert sum(message.events for message in messages) == len(events)
+    for message in messages:
+        assert message.partition is not None
+        for raw in orjson.loads(message.value):
+            kind, key = entity_of(EVENT_ADAPTER.validate_python(raw))
+            assert entity_partition(kind, key, 4) == message.partition

@@ -99,6 +99,8 @@ POLL_MS = 200
 """How long a step waits for input when there is none."""
 STEP_EVENTS = 20_000
 """A step is flushed once it has folded about this many items (bounds its memory and its replay after a crash)."""
+STEP_SECONDS = 1.0
+"""A step goes on taking what the consumer has buffered for this long, unless `STEP_EVENTS` flushed it."""
 STEP_MESSAGES = 100
 """Messages judged between two looks at the step's size."""
 ROUTED_ITEMS_PER_MESSAGE = 500
@@ -470,22 +472,36 @@ class Engine(Service):
 
     # -- one step -------------------------------------------------------------------------
     async def _step(self, fetched: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Judge and fold what one `getmany` returned, in time order, flushing every `STEP_EVENTS` items or so."""
+        """Judge and fold what one `getmany` returned, in time order, and what the consumer has buffered
+        since (for up to `STEP_SECONDS`), flushing every `STEP_EVENTS` items or so.
+
+        Why take more than one poll: a flush rewrites every hour bucket the step touched, and every other
+        worker reads those records back (`stream.app.company`); a backlog read in small polls would
+        rewrite the same buckets over and over.
+        """
         outbox = Outbox()
         done: dict[TopicPartition, int] = {}
         items = 0
-        started = time.perf_counter()
+        started = step_started = time.perf_counter()
         entities_topic = self.topics.entities
         sensors = self.sensors
-        for tp, run in runs_in_time_order(fetched, STEP_MESSAGES):
-            handle = self._fold_routed if tp.topic == entities_topic else self._judge_input
-            items += handle(tp, run, outbox)
-            done[tp] = run[-1].offset + 1
-            if sensors is not None:
-                sensors.received(tp.topic, tp.partition, len(run), run[-1].offset)
-            if items >= STEP_EVENTS:
-                await self._flush(outbox, done, items, started)
-                outbox, done, items, started = Outbox(), {}, 0, time.perf_counter()
+        batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = fetched
+        while batch:
+            for tp, run in runs_in_time_order(batch, STEP_MESSAGES):
+                handle = self._fold_routed if tp.topic == entities_topic else self._judge_input
+                items += handle(tp, run, outbox)
+                done[tp] = run[-1].offset + 1
+                if sensors is not None:
+                    sensors.received(tp.topic, tp.partition, len(run), run[-1].offset)
+                if items >= STEP_EVENTS:
+                    await self._flush(outbox, done, items, started)
+                    outbox, done, items, started = Outbox(), {}, 0, time.perf_counter()
+            if self._stopping or not done or time.perf_counter() - step_started > STEP_SECONDS:
+                break
+            consumer = self.consumer
+            more = await consumer.getmany(timeout_ms=0)  # only what is buffered: never waits for the broker
+            owned = consumer.assignment()
+            batch = {tp: records for tp, records in more.items() if tp in owned and records}
         if done:
             await self._flush(outbox, done, items, started)
 
