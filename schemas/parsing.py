@@ -54,6 +54,8 @@ class InputLimits:
 
 
 DEFAULT_LIMITS = InputLimits()
+VALIDATOR = EVENT_ADAPTER.validator
+"""The adapter's core validator, called directly: `TypeAdapter.validate_python` only forwards its defaults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +154,7 @@ def validate_event(
         kind = type(obj).__name__.replace("NoneType", "null").replace("dict", "object").replace("list", "array")
         return InvalidEvent(f"not a JSON object (got {kind})", index, obj)
     try:
-        event = EVENT_ADAPTER.validate_python(obj)
+        event: Event = VALIDATOR.validate_python(obj)
     except ValidationError as exc:
         return InvalidEvent(describe_validation_error(exc), index, obj)
     occurred_ms = event.occurred_ms
