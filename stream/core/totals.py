@@ -513,10 +513,12 @@ class Totals:
                     if hours and hour < next(reversed(hours)):
                         series.disordered = True
                     hours[hour] = value
-                elif old + value == 0:
-                    del hours[hour]
                 else:
-                    hours[hour] = old + value
+                    new = old + value
+                    if new == 0:
+                        del hours[hour]
+                    else:
+                        hours[hour] = new
             months = series.months
             new = months.get(month_lo, 0) + value
             if new == 0:

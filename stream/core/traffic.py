@@ -41,7 +41,7 @@ from stream.core.dedupe import RecentIds
 from stream.core.links import Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.rates import ratio
-from stream.core.totals import Delta, Totals
+from stream.core.totals import Delta, FactKey, Totals
 from stream.core.windows import Span, month_start
 
 SESSIONS = "sessions"
@@ -166,12 +166,14 @@ def _count_month(state: VisitorState, delta: Delta, ts_ms: int, channel: str, ke
         if len(months) >= kept and month < min(months):
             return  # older than every month kept: no month the snapshot lists holds it
         channels = months[month] = []
-        delta.count(MONTH_VISITORS_ALL, (), month)
+        overall: FactKey = (MONTH_VISITORS_ALL, (), month)
+        delta.counts[overall] = delta.counts.get(overall, 0) + 1
         if len(months) > kept:
             del months[min(months)]
     if channel not in channels:
         channels.append(channel)
-        delta.count(MONTH_VISITORS, (channel,), month)
+        by_channel: FactKey = (MONTH_VISITORS, (channel,), month)
+        delta.counts[by_channel] = delta.counts.get(by_channel, 0) + 1
 
 
 def _keep(state: VisitorState, session: KeptSession) -> bool:
