@@ -12,12 +12,6 @@ offsets never disagreed, and no link an entity emitted was lost. The input
 counts (`input`: read, accepted, duplicates, invalid, rejected) equal
 replay's too: they survive the kills and the recovery, and a message read
 again after a kill is counted neither again nor as a duplicate.
-
-Known issue: in about one run in four, the first worker after the kills ends
-with figures that hang on contacts' first-touch channels (cohorts, revenue and
-acquisition by channel) different from replay; that comparison is quarantined
-as an expected failure, with the places that differ in its report, until the
-cause is found. The input counts are compared before it, always.
 """
 
 from __future__ import annotations
@@ -149,13 +143,7 @@ def test_a_worker_killed_five_times_while_folding_then_recovered_on_an_empty_sto
         producer.join(300)
         assert not producer.is_alive()
         counts_equal(worker, expected_input, seconds=180)
-        try:
-            converges(worker, expected, seconds=180)
-        except AssertionError as exc:
-            # Quarantined, not hidden: in about one run in four the figures that hang on contacts' first-touch
-            # channels differ after the kills, cause not yet found (issue "Bounded state and a batch hot path");
-            # the run then reports XFAIL with the places that differ. Remove this once it is fixed.
-            pytest.xfail(f"known intermittent divergence after SIGKILLs: {exc}")
+        converges(worker, expected, seconds=180)
         assert worker.stop() == 0
     finally:
         if worker is not None:
