@@ -203,12 +203,13 @@ T = TypeVar("T")
 
 
 class derived(Generic[T]):  # a decorator, named like `property`
-    """A property computed on first use and kept in the instance's `__dict__` (`functools.cached_property`
-    without its lock, which costs more than the values it guards: one event is read by one thread)."""
+    """A property computed on first use and kept in the instance's `__dict__` under its name with a leading `_`:
+    like `functools.cached_property` without its lock (which costs more than the values it guards), and, being
+    private, left out of `dict(event)` and iteration, which list fields only."""
 
     def __init__(self, func: Callable[[Any], T]) -> None:
         self.func = func
-        self.name = func.__name__
+        self.key = f"_{func.__name__}"
         self.__doc__ = func.__doc__
 
     @overload
@@ -220,8 +221,12 @@ class derived(Generic[T]):  # a decorator, named like `property`
     def __get__(self, instance: object, owner: type[Any] | None = None) -> T | Self:
         if instance is None:
             return self
-        value = instance.__dict__[self.name] = self.func(instance)
-        return value
+        cache = instance.__dict__
+        try:
+            return cache[self.key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = cache[self.key] = self.func(instance)
+            return value
 
 
 def _has_values(utm: Utm) -> bool:
@@ -256,7 +261,7 @@ class EventBase(BaseModel):
         copied = super().model_copy(update=update, deep=deep)
         if update:
             for name in DERIVED:
-                copied.__dict__.pop(name, None)
+                copied.__dict__.pop(f"_{name}", None)
         return copied
 
 
@@ -315,7 +320,7 @@ class SiteVisit(EventBase):
 
 
 DERIVED = ("occurred_ms", "viewed_pricing")
-"""Properties cached in an event's `__dict__` on first use (not fields: no schema, no dump, no equality)."""
+"""Properties cached in an event's `__dict__` on first use (`derived`: not fields, so no schema, dump or equality)."""
 
 
 class FormFill(EventBase):
