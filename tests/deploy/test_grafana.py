@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -152,11 +154,42 @@ def test_the_divergence_alert_is_annotated_on_the_traffic_and_conversion_panels(
 
 def test_the_funnel_reads_time_to_convert_from_the_histogram_buckets() -> None:
     exprs = [e.expr for e in panel_catalogue([by_title("leadlag — Funnel")]) if e.title.startswith("Time to convert")]
-    buckets = 'leadlag_time_to_stage_seconds_bucket{window="$window", channel=~"$channel"}'
+    # every worker exposes the company's histogram: one copy (max over instances), then summed by label
+    buckets = 'max without (instance) (leadlag_time_to_stage_seconds_bucket{window="$window", channel=~"$channel"})'
     assert exprs == [
         f"histogram_quantile(0.5, sum by (le, channel, stage) ({buckets}))",
         f"histogram_quantile(0.9, sum by (le, channel, stage) ({buckets}))",
     ]
+
+
+def test_every_company_figure_is_taken_once_whatever_the_number_of_workers() -> None:
+    """Every worker exposes the whole company's figures: a panel takes one worker's (max over instances)
+    before it sums over any other label; only the workers' own counters are summed over instances."""
+    own = {
+        "leadlag_deadletters_total",
+        "leadlag_messages_in_total",
+        "leadlag_events_in_total",
+        "leadlag_batches_folded_total",
+        "leadlag_rebalances_total",
+        "leadlag_consumer_lag_messages",
+        "leadlag_partitions_assigned",
+        "leadlag_snapshot_failures_total",
+        "leadlag_publish_failures_total",
+        "leadlag_ready",
+        "leadlag_recovery_in_progress",
+        "leadlag_snapshot_computation_seconds",
+        "leadlag_worker_start_time_seconds",
+        "leadlag_voice",
+    }
+    for dashboard in sorted(DASHBOARDS_FOLDER.glob("*.json")):
+        for entry in panel_catalogue([json.loads(dashboard.read_text())]):
+            for match in re.finditer(r"leadlag_[a-z_0-9]+", entry.expr):
+                name = match.group(0)
+                if name in own or name.startswith("leadlag_faust_"):
+                    continue
+                before = entry.expr[: match.start()]
+                once = ("max without (instance) (", *(f"max without (instance) ({f}(" for f in ("rate", "increase")))
+                assert before.endswith(once), (dashboard.name, entry.title, entry.expr)
 
 
 def test_grafana_variables_expand_the_way_grafana_sends_them() -> None:
