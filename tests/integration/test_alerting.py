@@ -144,7 +144,7 @@ def test_the_divergence_alert_fires_and_resolves_in_the_worker_and_in_prometheus
 
 
 def assert_z_agrees(prometheus: Prometheus) -> None:
-    """Prometheus' z over the gauges (the max over workers) is the worker's z-test of the same four numbers (one instant)."""
+    """Prometheus' z over the gauges (max over workers) is the worker's z-test of the same four numbers."""
     at = time.time()
     sums = {
         (series["metric"]["__name__"], series["metric"]["period"]): int(float(series["value"][1]))
