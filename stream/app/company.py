@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from stream.app.fold import PartitionState, Tally
+from stream.app.fold import PartitionState, Tally, added_up
 from stream.core.ledger import rebuild_totals
 from stream.core.policy import Policy
 from stream.core.totals import HOUR, BucketRef, Totals
@@ -140,13 +140,7 @@ class Company:
 
     def totals(self, owned: Iterable[Totals]) -> Totals:
         """The owned partitions' totals and every replica's, added up (the company's totals)."""
-        parts = [*owned, *(replica.totals for replica in self.replicas.values())]
-        if len(parts) == 1:
-            return parts[0]
-        merged = rebuild_totals((), self.policy)
-        for totals in parts:
-            merged.merge(totals)
-        return merged
+        return added_up([*owned, *(replica.totals for replica in self.replicas.values())], self.policy)
 
     def newest_ms(self) -> int | None:
         return max((r.newest_ms for r in self.replicas.values() if r.newest_ms is not None), default=None)

@@ -218,25 +218,19 @@ class Engine(Service):
             max_request_size=MAX_REQUEST_BYTES,
             **options,
         )
-        self._reader = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            client_id=f"{settings.app_id}-changelog-reader",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES * 4,
-            fetch_max_bytes=FETCH_MAX_BYTES * 4,
-            **options,
-        )
-        self._follower = AIOKafkaConsumer(
-            bootstrap_servers=servers,
-            client_id=f"{settings.app_id}-changelog-follower",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES * 4,
-            fetch_max_bytes=FETCH_MAX_BYTES * 4,
-            **options,
+        # group-less consumers of the changelog: one catches up owned partitions, one follows the others
+        self._reader, self._follower = (
+            AIOKafkaConsumer(
+                bootstrap_servers=servers,
+                client_id=f"{settings.app_id}-changelog-{role}",
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES * 4,
+                fetch_max_bytes=FETCH_MAX_BYTES * 4,
+                **options,
+            )
+            for role in ("reader", "follower")
         )
         group: dict[str, Any] = dict(EMBEDDED_GROUP_TIMEOUTS_MS) if self.embedded else {}
         self._consumer = AIOKafkaConsumer(
@@ -742,11 +736,11 @@ class Engine(Service):
         """Partitions owned elsewhere whose changelog the follower has not read up to where it stood."""
         return self.company.behind()
 
-    async def read_alerts(self) -> list[tuple[bytes | None, bytes | None]]:
-        """Every record on the alert topic, oldest first (the voice learns what was announced before it).
+    async def read_alerts(self) -> dict[bytes, bytes | None]:
+        """The last record of each alert on the alert topic (the voice learns what was announced before it).
 
         Call it holding the step lock: it borrows the changelog reader, which catching up also uses."""
-        return await read_all(self.reader, [TopicPartition(self.topics.alerts, 0)], self.embedded)
+        return await last_by_key(self.reader, [TopicPartition(self.topics.alerts, 0)], self.embedded)
 
     def owned_partitions(self) -> list[int]:
         return sorted(self.fold.parts)
@@ -788,19 +782,19 @@ class Engine(Service):
             log.debug("company lag not measured this time: %s: %s", type(exc).__name__, exc)
 
 
-async def read_all(
+async def last_by_key(
     reader: AIOKafkaConsumer, partitions: list[TopicPartition], embedded: bool
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record (key, value) of `partitions` up to their true end, oldest first.
+) -> dict[bytes, bytes | None]:
+    """The last value of each key in `partitions` up to their true end (bound: one entry per key).
 
     `reader` is a started consumer without a group, not in use meanwhile (the caller holds the step lock,
     as catching up does); its assignment is replaced and cleared.
     """
     ends = await tansu.end_offsets(reader, partitions, embedded=embedded)
     wanted = [tp for tp in partitions if ends.get(tp, 0) > 0]
+    latest_values: dict[bytes, bytes | None] = {}
     if not wanted:
-        return []
-    records: list[tuple[bytes | None, bytes | None]] = []
+        return latest_values
     try:
         reader.assign(wanted)
         for tp in wanted:
@@ -811,10 +805,13 @@ async def read_all(
                 raise TimeoutError(f"reading {sorted(map(str, wanted))} did not reach its end in time")
             fetched = await reader.getmany(*wanted, timeout_ms=POLL_MS)
             for tp in wanted:
-                records.extend((r.key, r.value) for r in fetched.get(tp, []) if r.offset < ends[tp])
+                for record in fetched.get(tp, []):
+                    if record.offset < ends[tp] and record.key is not None:
+                        latest_values.pop(record.key, None)  # re-inserted last: the order of announcements
+                        latest_values[record.key] = record.value
     finally:
         reader.assign([])
-    return records
+    return latest_values
 
 
 def runs_in_time_order(

@@ -218,6 +218,16 @@ class PartitionState:
                 del decoded[ref]
 
 
+def added_up(parts: list[Totals], policy: Policy) -> Totals:
+    """Partitions' totals added up (their entities are disjoint); the one object itself when there is one."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = rebuild_totals((), policy)
+    for totals in parts:
+        merged.merge(totals)
+    return merged
+
+
 class Fold:
     """The owned partitions' states and totals."""
 
@@ -245,13 +255,7 @@ class Fold:
 
     def totals(self) -> Totals:
         """The owned partitions' totals added up (the partition's own object when there is one)."""
-        parts = list(self.parts.values())
-        if len(parts) == 1:
-            return parts[0].totals
-        merged = rebuild_totals((), self.policy)
-        for part in parts:
-            merged.merge(part.totals)
-        return merged
+        return added_up([part.totals for part in self.parts.values()], self.policy)
 
     def newest_ms(self) -> int | None:
         return max((p.newest_ms for p in self.parts.values() if p.newest_ms is not None), default=None)

@@ -266,7 +266,7 @@ class LeadlagWorker:
                 if not speaks:
                     publisher.silence()
                 elif not publisher.speaking:
-                    publisher.restore(await engine.read_alerts())
+                    publisher.restore((await engine.read_alerts()).items())
                 letters = engine.input_tally().letters
                 await publisher.publish(producer, self.snapshot(), engine.company_lag, letters, speaks=speaks)
         except Exception as exc:  # a failed publication is retried by the next tick; it never stops the worker

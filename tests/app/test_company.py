@@ -23,32 +23,8 @@ from tests.state.test_recovery import NO_COUNTS, PARTITIONS, POLICY, Changelog, 
 EVENTS = list(generate_count(3000, seed=11))
 
 
-class LoggedChangelog(Changelog):
-    """The changelog as a follower reads it: every record of every flush, in offset order, per partition."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in range(PARTITIONS)}
-
-    def flush(self, fold: Fold) -> None:
-        for partition, part in fold.parts.items():
-            if not part.changed():
-                continue
-            records = part.changes()
-            self.log[partition].extend(records.items())
-            for key, value in records.items():
-                if value is None:
-                    self.values[partition].pop(key, None)
-                else:
-                    self.values[partition][key] = value
-            self.ends[partition] += len(records)
-            part.persisted(records, self.ends[partition])
-
-
-def logged(events: list[dict[str, Any]], flush_every: int) -> LoggedChangelog:
-    changelog = LoggedChangelog()
-    fold_like_the_engine(events, flush_every, changelog)
-    return changelog
+def logged(events: list[dict[str, Any]], flush_every: int) -> Changelog:
+    return fold_like_the_engine(events, flush_every)[1]
 
 
 def company_snapshot(owned: Fold, company: Company) -> dict[str, Any]:

@@ -32,7 +32,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from stream.simulation import generate_count
-from tests.integration.processes import WorkerProcess, get, produce_events, stop_group, wait_until
+from tests.integration.processes import WorkerProcess, get, stop_group, wait_until
+from tests.integration.test_chaos import produce_in_chunks as produce
 from tests.integration.test_worker import converges, normalised, replayed
 
 pytestmark = pytest.mark.integration
@@ -40,18 +41,9 @@ pytestmark = pytest.mark.integration
 EVENTS = 12_000
 SEED = 1
 """A stream whose incident makes replay's overall divergence verdict fire at its end."""
-SHAPES = (200, 1, 50, 1)
 MONTHS_PUBLISHED = 12
 PUBLISH_SECONDS = 2
 """The workers' LEADLAG_SNAPSHOT_INTERVAL_SECONDS in these tests."""
-
-
-def produce(bootstrap: str, prefix: str, events: list[dict[str, Any]], chunks: int, pause_s: float) -> None:
-    size = -(-len(events) // chunks)
-    for number, start in enumerate(range(0, len(events), size)):
-        chunk = events[start : start + size]
-        asyncio.run(produce_events(bootstrap, prefix, chunk, envelope_size=SHAPES[number % len(SHAPES)]))
-        time.sleep(pause_s)
 
 
 def status(worker: WorkerProcess) -> dict[str, Any]:

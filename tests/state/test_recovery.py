@@ -32,17 +32,20 @@ NO_COUNTS = InputCounts(events=0, accepted=0, duplicates=0, invalid=0, rejected=
 
 
 class Changelog:
-    """A compacted changelog in memory: the last value of every key, per partition, and its end offset."""
+    """A compacted changelog in memory: the last value of every key, per partition, and its end offset; and
+    `log`, every record in offset order, as a consumer following it reads them."""
 
     def __init__(self) -> None:
         self.values: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
         self.ends: dict[int, int] = dict.fromkeys(range(PARTITIONS), 0)
+        self.log: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in range(PARTITIONS)}
 
     def flush(self, fold: Fold) -> None:
         for partition, part in fold.parts.items():
             if not part.changed():
                 continue
             records = part.changes()
+            self.log[partition].extend(records.items())
             for key, value in records.items():
                 if value is None:
                     self.values[partition].pop(key, None)
