@@ -628,7 +628,9 @@ class Totals:
     def bucket(self, ref: BucketRef) -> BucketValue:
         """The current content of one hour or month bucket (for the changelog); zeros when it is empty.
 
-        An hour is `(hour total or None when past the hour retention, its minute buckets or None)`;
+        An hour is `(hour total or None when past the hour retention, its minute buckets or None)`, the minutes
+        of a count series as a list of 60, or as a dict of the minutes that hold a value when the hour is sparse
+        (`load_bucket` takes either);
         a month is `(month total, the series' first minute)`.
         """
         kind, family, labels, grain, start = ref
@@ -643,8 +645,8 @@ class Totals:
             if chunk is not None:
                 if not series.dense:
                     minutes = {key - start: value for key, value in chunk.items()}
-                elif chunk.__class__ is dict:
-                    minutes = [chunk.get(slot, 0) for slot in range(60)]
+                elif chunk.__class__ is dict:  # a sparse hour stays sparse: {minute of the hour: value}
+                    minutes = dict(chunk)
                 else:
                     minutes = chunk.tolist()
             return (hour_total, minutes)
@@ -675,7 +677,9 @@ class Totals:
             else:
                 series.hours.pop(start, None)
         if extra is not None and start >= self.minute_cutoff:
-            if series.dense:
+            if series.dense and extra.__class__ is dict:
+                series.minutes[start] = {int(slot): amount for slot, amount in extra.items() if amount}
+            elif series.dense:
                 typecode = "q" if all(v.__class__ is int for v in extra) else "d"
                 series.minutes[start] = array(typecode, extra)
             else:

@@ -12,7 +12,10 @@ hour bucket past the hour retention is deleted from the changelog (a
 tombstone) so the changelog stays bounded by retention, like the totals.
 
 Record layout: key `_bucket:` + JSON `[kind, family, [labels], grain, start]`;
-value JSON `[total, extra]`, money as strings (`Decimal` read back exactly).
+value JSON `[total, extra]`, money as strings (`Decimal` read back exactly). An hour's
+`extra` is its minutes: a list of 60 for a busy hour of counts, an object of
+the minutes that hold a value for a sparse one or for money (most hours of a
+backfill hold an event or two: one entry instead of sixty).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from stream.core.ledger import Ledger
 from stream.core.links import Item, entity_of
 from stream.core.policy import Policy
 from stream.core.snapshot import build_snapshot
-from stream.core.totals import COUNT, HOUR, MONEY, MONTH, BucketRef
+from stream.core.totals import COUNT, HOUR, MONEY, MONTH, BucketRef, Totals
+from stream.core.windows import Span
 from stream.simulation import generate_count
 from stream.state.base import BUCKET_PREFIX, entity_key
 from stream.state.buckets import bucket_key, decode_bucket, encode_bucket, parse_bucket_key
@@ -142,3 +143,22 @@ def test_bucket_records_give_back_exactly_what_the_totals_gave_them() -> None:
         if isinstance(extra, dict):
             decoded = (total, {int(offset): amount for offset, amount in extra.items()})
         assert decoded == value, ref
+
+
+def test_a_sparse_hour_is_written_as_its_minutes_with_a_value_and_the_list_of_60_still_loads() -> None:
+    live = Totals()
+    live.add("sessions", ("paid",), 3_600_000 + 5 * 60_000, 2)
+    live.add("sessions", ("paid",), 3_600_000 + 7 * 60_000, 1)
+    ref: BucketRef = (COUNT, "sessions", ("paid",), HOUR, 3_600_000)
+    written = live.bucket(ref)
+    assert written == (3, {5: 2, 7: 1})
+
+    for value in (decode_bucket(ref, encode_bucket(ref, written)), (3, [0] * 5 + [2, 0, 1] + [0] * 52)):
+        loaded = Totals()
+        month: BucketRef = (COUNT, "sessions", ("paid",), MONTH, 0)
+        loaded.load_bucket(month, live.bucket(month))
+        loaded.load_bucket(ref, value)
+        assert loaded.bucket(ref)[0] == 3
+        for minute in range(60):
+            span = Span(3_600_000 + minute * 60_000, 3_600_000 + (minute + 1) * 60_000)
+            assert loaded.total("sessions", span) == live.total("sessions", span), minute
