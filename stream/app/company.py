@@ -7,7 +7,8 @@ hour and month bucket of its totals, its marks (earliest and newest event
 time) and its input counts. A worker keeps a `Replica` of every partition it
 does not own, fed by a consumer that follows those changelog partitions (the
 engine's follower, `stream.app.engine`), and skips the entity records. The
-snapshot reads the owned partitions' live totals and the replicas' added up,
+snapshot reads the owned partitions' live totals and the replicas' as one
+(`stream.core.totals.TotalsSum`, no merged copy),
 under one clock: the newest event time of any partition.
 
 Bound: one replica per partition not owned, each as large as the totals of
@@ -22,10 +23,10 @@ from collections.abc import Iterable
 
 import orjson
 
-from stream.app.fold import PartitionState, Tally, added_up
+from stream.app.fold import PartitionState, Tally, summed
 from stream.core.ledger import rebuild_totals
 from stream.core.policy import Policy
-from stream.core.totals import HOUR, BucketRef, Totals
+from stream.core.totals import HOUR, BucketRef, Readable, Totals
 from stream.state.base import BUCKET_PREFIX, COUNTS_PREFIX, MARKS_PREFIX
 from stream.state.buckets import decode_bucket, parse_bucket_key
 
@@ -138,9 +139,9 @@ class Company:
         """Partitions whose replica has not yet read its changelog up to where it stood when followed."""
         return sorted(p for p, replica in self.replicas.items() if not replica.caught_up)
 
-    def totals(self, owned: Iterable[Totals]) -> Totals:
-        """The owned partitions' totals and every replica's, added up (the company's totals)."""
-        return added_up([*owned, *(replica.totals for replica in self.replicas.values())], self.policy)
+    def totals(self, owned: Iterable[Totals]) -> Readable:
+        """The company's totals: the owned partitions' and every replica's, read as one (`TotalsSum`)."""
+        return summed([*owned, *(replica.totals for replica in self.replicas.values())])
 
     def newest_ms(self) -> int | None:
         return max((r.newest_ms for r in self.replicas.values() if r.newest_ms is not None), default=None)

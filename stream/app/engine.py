@@ -86,7 +86,7 @@ from stream.app.topics import Topics
 from stream.codec import CodecError, InvalidItem, decode_items, encode_items
 from stream.core.links import entity_of
 from stream.core.policy import Policy
-from stream.core.totals import Totals
+from stream.core.totals import Readable
 from stream.settings import Settings
 from stream.state.base import StateBackend
 from stream.state.changelog import Changelog, catch_up, cluster_id
@@ -724,8 +724,8 @@ class Engine(Service):
     def earliest_ms(self) -> int | None:
         return earliest(self.fold.earliest_ms(), self.company.earliest_ms())
 
-    def totals(self) -> Totals:
-        """The company's totals: the owned partitions' and every replica's, added up."""
+    def totals(self) -> Readable:
+        """The company's totals: the owned partitions' and every replica's, read as one."""
         return self.company.totals(part.totals for part in self.fold.parts.values())
 
     def speaks(self) -> bool:

@@ -18,7 +18,7 @@ are routed too (the reducers re-emit them; they are idempotent at their target).
 `PartitionState.changes` encodes each changed entity once per flush, with the
 touched buckets of the totals and the partition's marks and counts;
 `persisted` records them in the local store once the changelog has
-acknowledged them. The snapshot reads the owned partitions' totals added up
+acknowledged them. The snapshot reads the owned partitions' totals as one
 (`Fold.totals`).
 """
 
@@ -37,7 +37,7 @@ from stream.codec import decode_state, encode_state
 from stream.core.ledger import EntityState, Shard, rebuild_totals
 from stream.core.links import EntityKind, Item, entity_of
 from stream.core.policy import Policy
-from stream.core.totals import Totals
+from stream.core.totals import Readable, Totals, TotalsSum
 from stream.state.base import BUCKET_PREFIX, PartitionStore, counts_key, entity_key, marks_key
 from stream.state.buckets import BucketTracker, load_totals
 
@@ -218,14 +218,9 @@ class PartitionState:
                 del decoded[ref]
 
 
-def added_up(parts: list[Totals], policy: Policy) -> Totals:
-    """Partitions' totals added up (their entities are disjoint); the one object itself when there is one."""
-    if len(parts) == 1:
-        return parts[0]
-    merged = rebuild_totals((), policy)
-    for totals in parts:
-        merged.merge(totals)
-    return merged
+def summed(parts: list[Totals]) -> Readable:
+    """Partitions' totals read as one (their entities are disjoint); the one object itself when there is one."""
+    return parts[0] if len(parts) == 1 else TotalsSum(parts)
 
 
 class Fold:
@@ -253,9 +248,9 @@ class Fold:
         part.load()
         self.shards[partition] = Shard(self.policy, part, part.totals)
 
-    def totals(self) -> Totals:
-        """The owned partitions' totals added up (the partition's own object when there is one)."""
-        return added_up([part.totals for part in self.parts.values()], self.policy)
+    def totals(self) -> Readable:
+        """The owned partitions' totals read as one."""
+        return summed([part.totals for part in self.parts.values()])
 
     def newest_ms(self) -> int | None:
         return max((p.newest_ms for p in self.parts.values() if p.newest_ms is not None), default=None)

@@ -25,7 +25,7 @@ from stream import views
 from stream.core.policy import Policy
 from stream.core.series import build_series
 from stream.core.snapshot import build_snapshot
-from stream.core.totals import Totals
+from stream.core.totals import Readable
 from stream.metrics import RuntimeStats
 
 log = logging.getLogger("leadlag.readmodel")
@@ -45,7 +45,7 @@ UNCACHED_ROUTES = frozenset({"status", "alerts"})
 class Facts:
     """What a snapshot is built from: the totals, the as-of and first event instants, the input counts."""
 
-    totals: Totals
+    totals: Readable
     as_of_ms: int | None
     earliest_ms: int | None
     input: InputCounts

@@ -30,7 +30,7 @@ from stream.core.revenue import (
     revenue_month,
     revenue_now,
 )
-from stream.core.totals import Delta, Totals
+from stream.core.totals import Delta, Readable
 from stream.core.windows import Span, floor_minute, month_label
 
 SPEND = "spend"
@@ -165,7 +165,7 @@ def _channel_acquisition(
     )
 
 
-def campaign_acquisition(totals: Totals, span: Span, top_n: int) -> dict[str, CampaignAcquisition]:
+def campaign_acquisition(totals: Readable, span: Span, top_n: int) -> dict[str, CampaignAcquisition]:
     """Spend and leads by campaign: the `top_n` campaigns by spend, the rest summed as `other`.
 
     Campaigns are ranked by total spend, then by leads (campaigns with leads and no
@@ -197,7 +197,7 @@ def campaign_acquisition(totals: Totals, span: Span, top_n: int) -> dict[str, Ca
     }
 
 
-def acquisition_window(totals: Totals, span: Span, policy: Policy) -> AcquisitionWindow:
+def acquisition_window(totals: Readable, span: Span, policy: Policy) -> AcquisitionWindow:
     """Spend, CPL, CAC, LTV:CAC, CAC payback and marketing ROI of a window, overall and by channel.
 
     LTV is that of the calendar month holding the window's end, ARPA that at the

@@ -29,7 +29,7 @@ from operator import itemgetter
 
 from schemas.channels import UNKNOWN_CHANNEL
 from schemas.snapshot.attribution import AttributionWindow, ConversionAttribution
-from stream.core.totals import Totals
+from stream.core.totals import Readable
 from stream.core.windows import DAY_MS, Span
 
 ATTRIBUTION_CREDIT = "attribution_credit"
@@ -191,7 +191,7 @@ def attribution_credits(
 # -- read side -------------------------------------------------------------------------
 
 
-def attribution_window(totals: Totals, span: Span) -> AttributionWindow:
+def attribution_window(totals: Readable, span: Span) -> AttributionWindow:
     """Credits of the conversions whose moment falls in the window, per conversion, model and channel.
 
     `conversions` counts them (each conversion's credits sum to 1 in every model).

@@ -20,7 +20,7 @@ from schemas.snapshot.divergence import DivergenceAlert, DivergenceVerdict
 from stream.core.checks import state_changes
 from stream.core.policy import DivergencePolicy, Policy
 from stream.core.rates import whole
-from stream.core.totals import Totals
+from stream.core.totals import Readable
 from stream.core.traffic import SESSIONS, STAGE_ENTRIES
 from stream.core.windows import DAY_MS, MINUTE_MS, Span, floor_minute, to_datetime
 
@@ -173,7 +173,7 @@ def divergence_spans(as_of_ms: int, policy: DivergencePolicy) -> tuple[Span, Spa
     raise ValueError(f"unknown divergence baseline {policy.baseline!r}: use one of {', '.join(BASELINES)}")
 
 
-def divergence_verdicts(totals: Totals, as_of_ms: int, policy: Policy) -> list[DivergenceVerdict]:
+def divergence_verdicts(totals: Readable, as_of_ms: int, policy: Policy) -> list[DivergenceVerdict]:
     """Verdicts as of an instant: overall first, then every channel (sorted).
 
     Every channel of `schemas.channels.Channel` gets a verdict even with no

@@ -64,7 +64,7 @@ from stream.core.dedupe import RecentIds
 from stream.core.links import AccountLink, Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.rates import ratio, whole
-from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Totals
+from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Readable
 from stream.core.windows import DAY_MS, MINUTE_MS, Span, floor_minute, month_label, month_start
 
 STAGE_ENTRIES = "stage_entries"
@@ -968,7 +968,7 @@ def sales_velocity(
     return (open_opportunities * average_deal * rate / average_cycle_days).quantize(MONEY_PLACES)
 
 
-def _channel_funnel(totals: Totals, span: Span, as_of: Span, channel: str | None) -> ChannelFunnel:
+def _channel_funnel(totals: Readable, span: Span, as_of: Span, channel: str | None) -> ChannelFunnel:
     by_channel = {} if channel is None else {1: channel}
     by_channel_only = {} if channel is None else {0: channel}
 
@@ -1028,7 +1028,7 @@ def _is_empty(funnel: ChannelFunnel) -> bool:
 
 
 def stage_durations(
-    totals: Totals, span: Span, bucket_family: str, seconds_family: str, channel: str | None = None
+    totals: Readable, span: Span, bucket_family: str, seconds_family: str, channel: str | None = None
 ) -> dict[str, StageDuration]:
     """Histograms (cumulative, like Prometheus) of the durations observed in the window, by stage.
 
@@ -1052,7 +1052,7 @@ def stage_durations(
     return durations
 
 
-def funnel_window(totals: Totals, span: Span, policy: Policy) -> FunnelWindow:
+def funnel_window(totals: Readable, span: Span, policy: Policy) -> FunnelWindow:
     """The funnel of one window, overall and by the contacts' first-touch channel.
 
     Flows (entries, exits, drop-offs, form fills, wins) are those whose moment
@@ -1085,7 +1085,7 @@ def cohort_conversion(reached: int, size: int) -> float | None:
     return ratio(reached, size)
 
 
-def lead_cohorts(totals: Totals, as_of_ms: int) -> dict[str, LeadCohort]:
+def lead_cohorts(totals: Readable, as_of_ms: int) -> dict[str, LeadCohort]:
     """Every lead cohort (calendar month of the lead moment) as of an instant, oldest first."""
     known = Span(BEGINNING_MS, as_of_end(as_of_ms))
     cohorts: dict[str, LeadCohort] = {}

@@ -36,7 +36,7 @@ from schemas.snapshot.revenue import MrrMovements, RevenueMonth, RevenueNow, Rev
 from stream.core.links import AccountLink, Step
 from stream.core.policy import Policy
 from stream.core.rates import ratio, whole
-from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Totals, diff_facts
+from stream.core.totals import BEGINNING_MS, Delta, FactKey, Facts, MoneyFacts, Readable, diff_facts
 from stream.core.windows import (
     MINUTE_MS,
     Span,
@@ -716,7 +716,7 @@ def average_revenue_per_account(mrr: Decimal, paying_customers: int) -> Decimal 
     return mrr / paying_customers if paying_customers else None
 
 
-def mrr_movements(totals: Totals, span: Span) -> MrrMovements:
+def mrr_movements(totals: Readable, span: Span) -> MrrMovements:
     """MRR movements of a span; net new MRR = new + expansion + reactivation − contraction − churn."""
     amounts = totals.money_total_by(MRR_MOVEMENT, span, 0)
     accounts = totals.total_by(MRR_MOVEMENT_ACCOUNTS, span, 0)
@@ -747,7 +747,7 @@ def mrr_movements(totals: Totals, span: Span) -> MrrMovements:
     )
 
 
-def revenue_now(totals: Totals, as_of_ms: int) -> RevenueNow:
+def revenue_now(totals: Readable, as_of_ms: int) -> RevenueNow:
     """MRR = Σ account MRR; ARR = 12 × MRR; paying customers = accounts with MRR > 0; ARPA; MRR by plan."""
     until = Span(BEGINNING_MS, as_of_end(as_of_ms))
     mrr = totals.money_total(MRR, until)
@@ -809,18 +809,18 @@ def revenue_growth_rate(mrr_now: Decimal, mrr_before: Decimal) -> float | None:
     return ratio(mrr_now - mrr_before, mrr_before)
 
 
-def _paying_before(totals: Totals, instant_ms: int) -> int:
+def _paying_before(totals: Readable, instant_ms: int) -> int:
     return whole(totals.total(PAYING_ACCOUNTS, Span(BEGINNING_MS, instant_ms)))
 
 
-def _churn_fraction(totals: Totals, span: Span) -> Fraction | None:
+def _churn_fraction(totals: Readable, span: Span) -> Fraction | None:
     paying_at_start = _paying_before(totals, span.start_ms)
     if not paying_at_start:
         return None
     return Fraction(whole(totals.total(CHURNED_ACCOUNTS, span)), paying_at_start)
 
 
-def trailing_customer_churn_rate(totals: Totals, month: str, as_of_ms: int) -> Fraction | None:
+def trailing_customer_churn_rate(totals: Readable, month: str, as_of_ms: int) -> Fraction | None:
     """Mean customer churn rate of the month and the five before it, over months that have a rate.
 
     ChartMogul's LTV variant uses it to smooth a month with unusually low or high churn.
@@ -835,7 +835,7 @@ def trailing_customer_churn_rate(totals: Totals, month: str, as_of_ms: int) -> F
     return sum(rates, Fraction(0)) / len(rates) if rates else None
 
 
-def revenue_month(totals: Totals, month: str, as_of_ms: int) -> RevenueMonth:
+def revenue_month(totals: Readable, month: str, as_of_ms: int) -> RevenueMonth:
     """MRR, movements and churn of the calendar month `YYYY-MM` (up to `as_of_ms` for the current month)."""
     span = _month_bounds(month, as_of_ms)
     mrr_at_start = totals.money_total(MRR, Span(BEGINNING_MS, span.start_ms))
@@ -869,7 +869,7 @@ def revenue_month(totals: Totals, month: str, as_of_ms: int) -> RevenueMonth:
     )
 
 
-def revenue_window(totals: Totals, span: Span) -> RevenueWindow:
+def revenue_window(totals: Readable, span: Span) -> RevenueWindow:
     """Movements and new customers (accounts with a new-business movement) of any span, by channel."""
     return RevenueWindow(
         movements=mrr_movements(totals, span),

@@ -23,7 +23,7 @@ from schemas.snapshot.series import (
 )
 from stream.core.policy import Policy
 from stream.core.rates import ratio, whole
-from stream.core.totals import Totals
+from stream.core.totals import Readable
 from stream.core.traffic import ENGAGED_SESSIONS, MONTH_VISITORS, MONTH_VISITORS_ALL, SESSIONS, STAGE_ENTRIES
 from stream.core.windows import (
     DAY_MS,
@@ -50,7 +50,7 @@ def bucket_starts(first_ms: int, as_of_ms: int, step_ms: int, points: int) -> li
     return list(range(first, last + step_ms, step_ms))
 
 
-def indicator_series(totals: Totals, first_ms: int | None, as_of_ms: int | None, step_ms: int) -> IndicatorSeries:
+def indicator_series(totals: Readable, first_ms: int | None, as_of_ms: int | None, step_ms: int) -> IndicatorSeries:
     """Per bucket (an hour, or a UTC day), overall and by channel:
 
     - sessions and engaged sessions (pageviews ≥ 2 or engaged_seconds ≥ 10);
@@ -102,7 +102,7 @@ def indicator_series(totals: Totals, first_ms: int | None, as_of_ms: int | None,
     )
 
 
-def month_traffic(totals: Totals, month: str, as_of_ms: int) -> MonthTraffic:
+def month_traffic(totals: Readable, month: str, as_of_ms: int) -> MonthTraffic:
     """One calendar month's sessions, engaged sessions, new leads and visit→lead rate, overall and by channel.
 
     Unique visitors (distinct visitor_id) come from `MONTH_VISITORS`: a visitor counts once in each month it
@@ -137,7 +137,7 @@ def month_traffic(totals: Totals, month: str, as_of_ms: int) -> MonthTraffic:
     )
 
 
-def build_series(totals: Totals, as_of_ms: int | None, first_event_ms: int | None, policy: Policy) -> Series:
+def build_series(totals: Readable, as_of_ms: int | None, first_event_ms: int | None, policy: Policy) -> Series:
     """The hourly and daily indicators and the months' traffic as of `as_of_ms` (the snapshot's months)."""
     months: list[str] = []
     if as_of_ms is not None:

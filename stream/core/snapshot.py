@@ -9,12 +9,12 @@ from stream.core.divergence import divergence_verdicts
 from stream.core.funnel import funnel_window, lead_cohorts
 from stream.core.policy import Policy
 from stream.core.revenue import revenue_month, revenue_now, revenue_window
-from stream.core.totals import Totals
+from stream.core.totals import Readable
 from stream.core.traffic import traffic_window
 from stream.core.windows import Span, Window, month_span, months_between, to_datetime, window_span
 
 
-def window_metrics(totals: Totals, span: Span, policy: Policy) -> WindowMetrics:
+def window_metrics(totals: Readable, span: Span, policy: Policy) -> WindowMetrics:
     return WindowMetrics(
         start=to_datetime(span.start_ms),
         end=to_datetime(span.end_ms),
@@ -26,7 +26,7 @@ def window_metrics(totals: Totals, span: Span, policy: Policy) -> WindowMetrics:
     )
 
 
-def month_metrics(totals: Totals, month: str, as_of_ms: int, policy: Policy) -> MonthMetrics:
+def month_metrics(totals: Readable, month: str, as_of_ms: int, policy: Policy) -> MonthMetrics:
     whole = month_span(month)
     span = Span(whole.start_ms, min(whole.end_ms, window_span(Window.MONTH, as_of_ms).end_ms))
     return MonthMetrics(
@@ -37,7 +37,7 @@ def month_metrics(totals: Totals, month: str, as_of_ms: int, policy: Policy) -> 
 
 
 def build_snapshot(
-    totals: Totals,
+    totals: Readable,
     as_of_ms: int | None,
     first_event_ms: int | None,
     policy: Policy,
@@ -55,7 +55,9 @@ def build_snapshot(
         return _snapshot(totals, as_of_ms, months, policy, input_counts)
 
 
-def _snapshot(totals: Totals, as_of_ms: int, months: list[str], policy: Policy, input_counts: InputCounts) -> Snapshot:
+def _snapshot(
+    totals: Readable, as_of_ms: int, months: list[str], policy: Policy, input_counts: InputCounts
+) -> Snapshot:
     return Snapshot(
         as_of=to_datetime(as_of_ms) if months else None,
         reporting_currency=policy.reporting_currency,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -335,7 +335,59 @@ class Delta:
         return cls(diff_facts(old, new, 0), diff_facts(old_money, new_money, Decimal(0)))
 
 
-class Totals:
+class Readable:
+    """What the read side asks of totals: sums of a family over a span, in all or grouped by a label.
+
+    `Totals` answers for the series it holds; `TotalsSum` for several partitions' totals at once, without
+    adding them up into a copy. Both give `_rows`: (labels, sum over the span) per series.
+    """
+
+    __slots__ = ()
+
+    def _rows(
+        self, kind: str, family: str, span: Span, match: Mapping[int, str] | None
+    ) -> Iterable[tuple[Labels, Any]]:
+        raise NotImplementedError
+
+    def labels_of(self, family: str) -> Iterator[Labels]:
+        raise NotImplementedError
+
+    def reading(self) -> AbstractContextManager[Readable]:
+        """A scope in which the totals do not change, so each series' sum over a span is computed once."""
+        raise NotImplementedError
+
+    def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
+        """Sum of a count family over a span, over every label set that matches."""
+        total: float = 0
+        for _, value in self._rows(COUNT, family, span, match):
+            total += value
+        return total
+
+    def total_by(self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None) -> dict[str, float]:
+        """Sums of a count family grouped by the label at `index` (zero groups left out)."""
+        grouped: dict[str, float] = {}
+        for labels, value in self._rows(COUNT, family, span, match):
+            if value:
+                grouped[labels[index]] = grouped.get(labels[index], 0) + value
+        return grouped
+
+    def money_total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> Decimal:
+        total = Decimal(0)
+        for _, value in self._rows(MONEY, family, span, match):
+            total += value
+        return total
+
+    def money_total_by(
+        self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None
+    ) -> dict[str, Decimal]:
+        grouped: dict[str, Decimal] = {}
+        for labels, value in self._rows(MONEY, family, span, match):
+            if value:
+                grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
+        return grouped
+
+
+class Totals(Readable):
     """All series of one partition (or, after `merge`, of many), with retention (see the module docstring)."""
 
     __slots__ = (
@@ -591,36 +643,6 @@ class Totals:
                 index.setdefault(tuple(row[0][i] for i in positions), []).append(row)
         return index.get(tuple(match[i] for i in positions), ())  # type: ignore[no-any-return]
 
-    def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
-        """Sum of a count family over a span, over every label set that matches."""
-        total: float = 0
-        for _, value in self._rows(COUNT, family, span, match):
-            total += value
-        return total
-
-    def total_by(self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None) -> dict[str, float]:
-        """Sums of a count family grouped by the label at `index` (zero groups left out)."""
-        grouped: dict[str, float] = {}
-        for labels, value in self._rows(COUNT, family, span, match):
-            if value:
-                grouped[labels[index]] = grouped.get(labels[index], 0) + value
-        return grouped
-
-    def money_total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> Decimal:
-        total = Decimal(0)
-        for _, value in self._rows(MONEY, family, span, match):
-            total += value
-        return total
-
-    def money_total_by(
-        self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None
-    ) -> dict[str, Decimal]:
-        grouped: dict[str, Decimal] = {}
-        for labels, value in self._rows(MONEY, family, span, match):
-            if value:
-                grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
-        return grouped
-
     def families(self) -> Iterable[str]:
         return {*self.counts, *self.money}
 
@@ -686,6 +708,63 @@ class Totals:
                 series.minutes[start] = {start + int(offset): amount for offset, amount in extra.items()}
         else:
             series.minutes.pop(start, None)
+
+
+class TotalsSum(Readable):
+    """Several partitions' totals read as one: each series' sum over a span is the sum of the partitions'.
+
+    What a worker's snapshot reads (`stream.app.company`): adding every partition's buckets into a copy
+    would cost a pass over all of them and their memory on each build; reading each partition over the
+    snapshot's spans costs only those spans. A series is summed over the partitions before any zero is
+    left out, so the answers are those of the partitions' totals merged (`Totals.merge`).
+    """
+
+    __slots__ = ("_reads", "parts")
+
+    def __init__(self, parts: Iterable[Totals]) -> None:
+        self.parts = list(parts)
+        self._reads: dict[Any, list[tuple[Labels, Any]]] | None = None
+
+    def _rows(
+        self, kind: str, family: str, span: Span, match: Mapping[int, str] | None
+    ) -> Iterable[tuple[Labels, Any]]:
+        reads = self._reads
+        key = (kind, family, span.start_ms, span.end_ms, None if not match else tuple(sorted(match.items())))
+        if reads is not None:
+            cached = reads.get(key)
+            if cached is not None:
+                return cached
+        summed: dict[Labels, Any] = {}
+        for part in self.parts:
+            for labels, value in part._rows(kind, family, span, match):
+                known = summed.get(labels)
+                summed[labels] = value if known is None else known + value
+        rows = list(summed.items())
+        if reads is not None:
+            reads[key] = rows
+        return rows
+
+    def labels_of(self, family: str) -> Iterator[Labels]:
+        seen: set[Labels] = set()
+        for part in self.parts:
+            for labels in part.labels_of(family):
+                if labels not in seen:
+                    seen.add(labels)
+                    yield labels
+
+    @contextmanager
+    def reading(self) -> Iterator[TotalsSum]:
+        outer = self._reads
+        with ExitStack() as scopes:
+            for part in self.parts:
+                scopes.enter_context(part.reading())
+            if outer is None:
+                self._reads = {}
+            try:
+                yield self
+            finally:
+                if outer is None:
+                    self._reads = None
 
 
 OTHER_LABEL = "other"

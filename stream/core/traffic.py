@@ -41,7 +41,7 @@ from stream.core.dedupe import RecentIds
 from stream.core.links import Link, Step, Touch, VisitorLink
 from stream.core.policy import Policy
 from stream.core.rates import ratio
-from stream.core.totals import Delta, FactKey, Totals
+from stream.core.totals import Delta, FactKey, Readable
 from stream.core.windows import Span, month_start
 
 SESSIONS = "sessions"
@@ -247,7 +247,9 @@ def apply_visitor_link(state: VisitorState, link: VisitorLink, policy: Policy = 
     return Step(emitted=list(state.touches_for(link.contact_id, link.visitor_id)))
 
 
-def _channel_traffic(totals: Totals, span: Span, match: dict[int, str], leads: float, visitors: int) -> ChannelTraffic:
+def _channel_traffic(
+    totals: Readable, span: Span, match: dict[int, str], leads: float, visitors: int
+) -> ChannelTraffic:
     sessions = totals.total(SESSIONS, span, match)
     engaged = totals.total(ENGAGED_SESSIONS, span, match)
     engagement_rate = ratio(engaged, sessions)
@@ -275,7 +277,7 @@ def top_campaigns(by_campaign: dict[str, float], top_n: int) -> dict[str, int]:
     return capped
 
 
-def traffic_window(totals: Totals, span: Span, campaign_top_n: int = 20) -> TrafficWindow:
+def traffic_window(totals: Readable, span: Span, campaign_top_n: int = 20) -> TrafficWindow:
     """Traffic of one window, overall and by channel.
 
     - sessions = count of site visits; unique visitors = distinct visitor_id, exact for every window

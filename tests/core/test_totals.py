@@ -17,6 +17,7 @@ from stream.core.totals import (
     Delta,
     Retention,
     Totals,
+    TotalsSum,
     touched_buckets,
 )
 from stream.core.windows import DAY_MS, HOUR_MS, MINUTE_MS, Span, to_ms
@@ -126,6 +127,41 @@ def test_merged_totals_equal_totals_of_all_the_facts() -> None:
     span = Span(T0 - DAY_MS, T0 + DAY_MS)
     assert left.total_by("sessions", span, 0) == both.total_by("sessions", span, 0) == {"paid": 2, "email": 1}
     assert left.money_total("spend", span) == Decimal("7.5")
+
+
+channels = st.sampled_from(["paid", "email", "organic"])
+facts = st.lists(
+    st.tuples(st.integers(0, 2), timestamps, channels, st.sampled_from(["lead", "mql"]), st.integers(-3, 3)),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(facts=facts, start=timestamps, length=st.integers(0, 70 * DAY_MS))
+def test_partitions_read_as_one_answer_what_their_merged_totals_answer(
+    facts: list[tuple[int, int, str, str, int]], start: int, length: int
+) -> None:
+    """A worker's snapshot reads every partition's totals through `TotalsSum`, never a merged copy."""
+    parts = [Totals(), Totals(), Totals()]
+    for part, ts, channel, stage, value in facts:
+        parts[part].add("stage_entries", (stage, channel), ts, value)
+        parts[part].add_money("spend", (channel,), ts, Decimal(value) / 4)
+    merged = Totals()
+    for part in parts:
+        merged.merge(part)
+    summed = TotalsSum(parts)
+    span = Span(start, start + length)
+
+    with summed.reading(), merged.reading():
+        for reader in (summed, summed):  # the second time from the scope's cache
+            assert reader.total("stage_entries", span) == merged.total("stage_entries", span)
+            assert reader.total_by("stage_entries", span, 1) == merged.total_by("stage_entries", span, 1)
+            assert reader.total_by("stage_entries", span, 1, {0: "lead"}) == merged.total_by(
+                "stage_entries", span, 1, {0: "lead"}
+            )
+            assert reader.money_total("spend", span) == merged.money_total("spend", span)
+            assert reader.money_total_by("spend", span, 0) == merged.money_total_by("spend", span, 0)
+    assert sorted(summed.labels_of("stage_entries")) == sorted(merged.labels_of("stage_entries"))
 
 
 def test_counts_of_whole_events_stay_integers() -> None:
