@@ -26,7 +26,7 @@ import orjson
 from stream.app.fold import PartitionState, Tally, summed
 from stream.core.ledger import rebuild_totals
 from stream.core.policy import Policy
-from stream.core.totals import HOUR, BucketRef, Readable, Totals
+from stream.core.totals import HOUR, Readable, Totals
 from stream.state.base import BUCKET_PREFIX, COUNTS_PREFIX, MARKS_PREFIX
 from stream.state.buckets import decode_bucket, parse_bucket_key
 
@@ -62,12 +62,15 @@ class Replica:
 
     @property
     def totals(self) -> Totals:
-        """The partition's totals as far as read: the pending bucket records loaded, oldest first."""
+        """The partition's totals as far as read: the pending bucket records loaded.
+
+        In any order: a loaded bucket marks its series disordered, so pruning sorts what it cuts.
+        """
         pending = self.pending
         if pending:
             totals = self._totals
-            refs = sorted(((parse_bucket_key(key), value) for key, value in pending.items()), key=_start)
-            for ref, value in refs:
+            for key, value in pending.items():
+                ref = parse_bucket_key(key)
                 if value is not None:
                     totals.load_bucket(ref, decode_bucket(ref, value))
                 elif ref[3] == HOUR:  # an hour bucket past its retention, deleted from the changelog
@@ -104,10 +107,6 @@ class Replica:
             self.tally = Tally.decode(value)
             return True
         return False
-
-
-def _start(pair: tuple[BucketRef, bytes | None]) -> int:
-    return pair[0][4]
 
 
 class Company:
