@@ -36,6 +36,9 @@ DEFAULT_SHAPES = (200, 1)
 TARGET_RATIO = {200: 0.15, 1: 0.05}
 """Worker/raw ratios the worker aims at per input shape (issue: "Bounded state and a batch hot path")."""
 TARGET_WORKER_RSS_BYTES = 250 * 2**20
+TARGET_SCALE_OUT = {2: 1.7}
+"""Worker count -> how many times one worker's events/s that many fold together (issue: "One company, many
+workers": two workers on the two cores of the project's machine)."""
 STALL_SECONDS = 180.0
 """A path that makes no progress for this long has failed (the worker's first group join takes ~10 s)."""
 POLL_SECONDS = 0.25
@@ -141,6 +144,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def scale_out(results: Sequence[ShapeResult]) -> list[tuple[int, int, float]]:
+    """(envelope size, workers, their events/s over one worker's) for each shape measured with one worker
+    and with more, in the order measured."""
+    single = {
+        result.envelope_size: result.worker.events_per_second
+        for result in results
+        if result.workers == 1 and result.worker is not None
+    }
+    factors = []
+    for result in results:
+        alone = single.get(result.envelope_size)
+        together = result.worker.events_per_second if result.worker is not None else None
+        if result.workers > 1 and alone and together:
+            factors.append((result.envelope_size, result.workers, together / alone))
+    return factors
 
 
 # -- (a) the raw consumer --------------------------------------------------------------------------

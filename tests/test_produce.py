@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from datetime import UTC, datetime
@@ -11,9 +12,19 @@ from typing import Any
 import orjson
 import pytest
 from pydantic import SecretStr
+from rich.console import Console
 
 from stream.app.topics import Topics
-from stream.bench import PathResult, ShapeResult, Throughput, judged, peak_rss_bytes, worker_environment
+from stream.bench import (
+    PathResult,
+    ShapeResult,
+    Throughput,
+    judged,
+    peak_rss_bytes,
+    scale_out,
+    worker_environment,
+)
+from stream.cli.bench import print_results
 from stream.core.windows import HOUR_MS, MINUTE_MS, to_ms
 from stream.produce import (
     Envelopes,
@@ -250,6 +261,23 @@ def test_the_ratio_is_worker_events_per_second_over_the_raw_consumers() -> None:
     assert result.ratio == 0.5
     assert result.as_json()["worker"]["events_per_second"] == 200_000
     assert ShapeResult(200, 400_000, 2_000, 1.0, raw, None, "worker exited").ratio is None
+
+
+def test_the_scale_out_is_each_shapes_events_per_second_with_more_workers_over_one_workers() -> None:
+    raw = PathResult(1_000_000, 2.0, None)
+    results = [
+        ShapeResult(200, 1_000_000, 5_000, 1.0, raw, PathResult(1_000_000, 100.0, None)),
+        ShapeResult(200, 1_000_000, 5_000, 1.0, raw, PathResult(1_000_000, 56.0, None), workers=2),
+        ShapeResult(1, 1_000_000, 1_000_000, 1.0, raw, PathResult(1_000_000, 50.0, None), workers=2),
+        ShapeResult(200, 1_000_000, 5_000, 1.0, raw, None, "worker exited", workers=3),
+    ]
+
+    assert scale_out(results) == [(200, 2, 100.0 / 56.0)]
+    printed = io.StringIO()
+    print_results(results, Console(file=printed, width=130))
+    assert "scale-out, 200 events per message: 2 workers fold 1.79× one worker's events/s (target ≥ 1.7×)" in (
+        printed.getvalue()
+    )
 
 
 def test_the_worker_has_judged_every_accepted_duplicate_invalid_and_rejected_event() -> None:

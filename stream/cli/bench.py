@@ -106,7 +106,7 @@ def _ms(seconds: float | None) -> str:
 
 def print_results(results: list[ShapeResult], console: Console) -> None:
     """One row per input shape; peak RSS is each process's high-water mark (VmHWM); targets under the table."""
-    from stream.bench import TARGET_RATIO, TARGET_WORKER_RSS_BYTES
+    from stream.bench import TARGET_RATIO, TARGET_SCALE_OUT, TARGET_WORKER_RSS_BYTES, scale_out
 
     table = Table(
         title="leadlag bench: events/s from first to last progress; ratio = worker / raw", title_justify="left"
@@ -146,3 +146,10 @@ def print_results(results: list[ShapeResult], console: Console) -> None:
         "(built on a timer, never on a request)",
         highlight=False,
     )
+    for envelope_size, workers, factor in scale_out(results):
+        target = TARGET_SCALE_OUT.get(workers)
+        console.print(
+            f"scale-out, {envelope_size:,} event{'s' if envelope_size > 1 else ''} per message: {workers} workers "
+            f"fold {factor:.2f}× one worker's events/s" + (f" (target ≥ {target:g}×)" if target else ""),
+            highlight=False,
+        )
