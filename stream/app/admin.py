@@ -84,8 +84,8 @@ def client_options(settings: Settings | None) -> dict[str, Any]:
 def leadlag_topics(settings: Settings) -> dict[str, TopicSpec]:
     """Every topic the worker reads or writes, with the configured partition count.
 
-    The five inputs, the internal `leadlag.entities` routing topic, the entity table's changelog
-    (compacted) and the dead letter have `LEADLAG_PARTITIONS` partitions (they are co-partitioned);
+    The five inputs, the internal `leadlag.entities` routing topic, the entity table's changelog and
+    its totals (both compacted) and the dead letter have `LEADLAG_PARTITIONS` partitions (they are co-partitioned);
     the snapshot (compacted: latest value per key) and alert topics have one, so their order is total.
     """
     topics = Topics(settings.topic_prefix)
@@ -93,6 +93,7 @@ def leadlag_topics(settings: Settings) -> dict[str, TopicSpec]:
     specs = {name: TopicSpec(n, replication_factor=rf) for name in topics.inputs}
     specs[topics.entities] = TopicSpec(n, replication_factor=rf)
     specs[changelog_topic(settings.app_id, ENTITIES_TABLE)] = TopicSpec(n, compacted=True, replication_factor=rf)
+    specs[totals_topic(settings.app_id, ENTITIES_TABLE)] = TopicSpec(n, compacted=True, replication_factor=rf)
     specs[topics.deadletter] = TopicSpec(n, replication_factor=rf)
     specs[topics.snapshots] = TopicSpec(1, compacted=True, replication_factor=rf)
     specs[topics.alerts] = TopicSpec(1, replication_factor=rf)
@@ -102,6 +103,12 @@ def leadlag_topics(settings: Settings) -> dict[str, TopicSpec]:
 def changelog_topic(app_id: str, table: str) -> str:
     """The changelog topic of a store (named as Faust names a table's: existing deployments keep theirs)."""
     return f"{app_id}-{table}-changelog"
+
+
+def totals_topic(app_id: str, table: str) -> str:
+    """The store's totals, marks and counts records again, without its entity records: what the workers
+    that do not own a partition read of it (`stream.app.company`)."""
+    return f"{app_id}-{table}-totals"
 
 
 async def existing_partitions(admin: AIOKafkaAdminClient) -> dict[str, int]:

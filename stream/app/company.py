@@ -1,12 +1,17 @@
 """The company: every partition's totals, clock and input counts, whichever worker owns it.
 
 A worker folds only the partitions it owns, but answers for the whole company
-(docs/architecture.md, "One company, many workers"). Each partition's changelog
-already holds what the read side needs besides entity states: one record per
-hour and month bucket of its totals, its marks (earliest and newest event
-time) and its input counts. A worker keeps a `Replica` of every partition it
-does not own, fed by a consumer that follows those changelog partitions (the
-engine's follower, `stream.app.engine`), and skips the entity records. The
+(docs/architecture.md, "One company, many workers"). What the read side needs
+of a partition besides entity states is in its changelog: one record per hour
+and month bucket of its totals, its marks (earliest and newest event time) and
+its input counts. The owner writes those records a second time, on the totals
+topic (`<app id>-entities-totals`, compacted, partitioned like the changelog):
+most changelog records are entity states, which other workers have no use for.
+A new owner publishes its partition's records there in full. A worker keeps a
+`Replica` of every partition it does not own, fed by a consumer that follows
+those partitions of the totals topic (the engine's follower,
+`stream.app.engine`); it would skip entity records too, so it can read a
+changelog just as well (the tests do). The
 snapshot reads the owned partitions' live totals and the replicas' as one
 (`stream.core.totals.TotalsSum`, no merged copy),
 under one clock: the newest event time of any partition.
@@ -32,7 +37,7 @@ from stream.state.buckets import decode_bucket, parse_bucket_key
 
 
 class Replica:
-    """One partition owned elsewhere, as its changelog tells it: totals, marks, counts, how far read."""
+    """One partition owned elsewhere, as its totals topic tells it: totals, marks, counts, how far read."""
 
     __slots__ = ("_totals", "earliest_ms", "newest_ms", "offset", "partition", "pending", "tally", "target")
 
@@ -47,17 +52,17 @@ class Replica:
         self.newest_ms: int | None = None
         self.tally = Tally()
         self.offset = offset
-        """The changelog offset of the next record to apply."""
+        """The offset of the next record to apply (on the totals topic)."""
         self.target: int | None = None
-        """The changelog's end when this replica started following it: reached = caught up (readiness)."""
+        """The topic's end when this replica started following it: reached = caught up (readiness)."""
 
     @classmethod
     def handed_over(cls, part: PartitionState) -> Replica:
         """The replica of a partition this worker gives up: its state as of its last flush, no re-reading."""
-        replica = cls(part.partition, part.totals, part.store.offset)
+        replica = cls(part.partition, part.totals, part.published)
         replica.earliest_ms, replica.newest_ms = part.earliest_ms, part.newest_ms
         replica.tally = part.tally
-        replica.target = part.store.offset
+        replica.target = part.published
         return replica
 
     @property
@@ -83,7 +88,7 @@ class Replica:
         return self.target is not None and self.offset >= self.target
 
     def apply(self, offset: int, key: bytes | None, value: bytes | None) -> bool:
-        """Apply one changelog record (read in offset order); whether it changed what the snapshot reads.
+        """Apply one totals (or changelog) record, read in offset order; whether it changed what the snapshot reads.
 
         Records before `offset` were applied already (a re-read after re-assigning the follower) and are
         skipped; entity records are skipped too (their effect on the totals travels as bucket records).
@@ -135,7 +140,7 @@ class Company:
         self.replicas[part.partition] = Replica.handed_over(part)
 
     def behind(self) -> list[int]:
-        """Partitions whose replica has not yet read its changelog up to where it stood when followed."""
+        """Partitions whose replica has not yet read its totals up to where they stood when followed."""
         return sorted(p for p, replica in self.replicas.items() if not replica.caught_up)
 
     def totals(self, owned: Iterable[Totals]) -> Readable:

@@ -15,7 +15,9 @@ and, under the step lock:
    acknowledge every one;
 3. writes each changed entity once, with the buckets of each partition's
    totals the step touched and its marks and input counts, to the changelog in
-   producer batches, and waits for the acks;
+   producer batches, and the same records less the entities to the totals
+   topic (what the other workers follow, `stream.app.company`), and waits for
+   the acks of both;
 4. writes the same records to the local store with the changelog offset they
    reach (`stream.state`);
 5. commits the input offsets of the step.
@@ -74,7 +76,7 @@ from mode import Service
 
 from schemas.deadletter import deadletter_key_of
 from stream.app import tansu
-from stream.app.admin import ENTITIES_TABLE, bootstrap_servers, changelog_topic, client_options
+from stream.app.admin import ENTITIES_TABLE, bootstrap_servers, changelog_topic, client_options, totals_topic
 from stream.app.assignor import CopartitionedAssignor
 from stream.app.company import Company, Replica, earliest, latest
 from stream.app.fold import Fold, Outbox, PartitionState, Tally
@@ -88,7 +90,7 @@ from stream.core.links import entity_of
 from stream.core.policy import Policy
 from stream.core.totals import Readable
 from stream.settings import Settings
-from stream.state.base import StateBackend
+from stream.state.base import META_PREFIX, StateBackend
 from stream.state.changelog import Changelog, catch_up, cluster_id
 from stream.state.memory import MemoryBackend
 from stream.state.rocksdb import RocksBackend
@@ -164,6 +166,9 @@ class Engine(Service):
         self.partitions = settings.partitions
         self.embedded = settings.broker_kind == "embedded"
         self.changelog_topic = changelog_topic(settings.app_id, ENTITIES_TABLE)
+        self.totals_topic = totals_topic(settings.app_id, ENTITIES_TABLE)
+        """The changelog's totals, marks and counts records again, without the entity records: what the
+        follower reads of the partitions owned elsewhere (most changelog records are entities)."""
         self.intake = Intake(policy, settings.partitions)
         self.fold = Fold(policy, settings.partitions)
         self.counts = RuntimeCounts()
@@ -198,6 +203,7 @@ class Engine(Service):
         self._reader: AIOKafkaConsumer | None = None
         self._follower: AIOKafkaConsumer | None = None
         self._changelog: Changelog | None = None
+        self._published: Changelog | None = None
         self._send_error: BaseException | None = None
         self._touched: dict[str, set[int]] = {}
         """Per origin ("topic/partition"), the owned partitions this flush folded its records into."""
@@ -253,6 +259,7 @@ class Engine(Service):
         if self.embedded:
             tansu.leave_group_in_generation_0(self._consumer)
         self._changelog = Changelog(self.changelog_topic, self._producer)
+        self._published = Changelog(self.totals_topic, self._producer)
         self._consumer.subscribe([*self.topics.inputs, self.topics.entities], listener=_Rebalance(self))
 
     async def on_stop(self) -> None:
@@ -324,7 +331,7 @@ class Engine(Service):
             fatal("changelog follower", exc)
 
     async def _follow_changelog(self) -> None:
-        """Keep a replica of every partition owned elsewhere, read from its changelog (`stream.app.company`).
+        """Keep a replica of every partition owned elsewhere, read from its totals topic (`stream.app.company`).
 
         Pauses while the worker recovers; after each assignment it follows exactly the partitions not owned,
         each from where its replica stands (a partition given up is handed over, not read again).
@@ -359,9 +366,9 @@ class Engine(Service):
                 self.version += 1
 
     async def _refollow(self, replicas: Mapping[int, Replica]) -> None:
-        """Point the follower at exactly these replicas' changelog partitions, each from its offset."""
+        """Point the follower at exactly these replicas' totals topic partitions, each from its offset."""
         follower = self.follower
-        wanted = [TopicPartition(self.changelog_topic, partition) for partition in sorted(replicas)]
+        wanted = [TopicPartition(self.totals_topic, partition) for partition in sorted(replicas)]
         follower.assign(wanted)
         for tp in wanted:
             follower.seek(tp, replicas[tp.partition].offset)
@@ -371,7 +378,7 @@ class Engine(Service):
             for tp, end in ends.items():
                 replicas[tp.partition].target = end
         log.info(
-            "following the changelog of partitions %s (owned elsewhere) for the whole company's figures",
+            "following the totals of partitions %s (owned elsewhere) for the whole company's figures",
             sorted(replicas),
         )
 
@@ -433,7 +440,8 @@ class Engine(Service):
             if part is not None:
                 self.company.hand_over(part)
                 part.store.close()
-        for partition in sorted(wanted - set(fold.parts)):
+        taken = sorted(wanted - set(fold.parts))
+        for partition in taken:
             fold.own(PartitionState(self.backend.open(partition), self.policy))
         stores = {partition: part.store for partition, part in fold.parts.items()}
         before = {partition: store.offset for partition, store in stores.items()}
@@ -445,6 +453,7 @@ class Engine(Service):
         reloaded = [p for p, store in stores.items() if applied.get(p) or store.offset != before[p]]
         for partition in reloaded:
             fold.reload(partition)
+        await self._publish_taken(taken)
         self.company.follow(fold.parts)
         self.committed = {tp: offset for tp, offset in self.committed.items() if tp in assigned}
         self.counts.rebalances += 1
@@ -458,6 +467,31 @@ class Engine(Service):
             time.perf_counter() - started,
             reloaded or "none",
         )
+
+    async def _publish_taken(self, taken: list[int]) -> None:
+        """Publish the whole totals, marks and counts of each partition taken on the totals topic.
+
+        Why in full: whatever the last owner managed to publish before it stopped (a crash between the two
+        appends of a flush, a release that had no totals topic), the topic then holds exactly what this
+        owner holds, and the other workers' replicas read it (`stream.app.company`). Bound: the
+        partition's buckets, once per ownership.
+        """
+        parts = self.fold.parts
+        records = {partition: parts[partition].company_records() for partition in taken}
+        if records:
+            published = await self.published.append(records)
+            for partition in taken:
+                parts[partition].published = published.get(partition, parts[partition].published)
+
+    @property
+    def changelog(self) -> Changelog:
+        assert self._changelog is not None, "the engine has not started"
+        return self._changelog
+
+    @property
+    def published(self) -> Changelog:
+        assert self._published is not None, "the engine has not started"
+        return self._published
 
     @property
     def reader(self) -> AIOKafkaConsumer:
@@ -506,10 +540,13 @@ class Engine(Service):
         self._mark_through(offsets)
         changes = {p: part.changes() for p, part in parts.items() if part.changed()}
         if changes:
-            assert self._changelog is not None
-            ends = await self._changelog.append(changes)
+            ends, published = await asyncio.gather(
+                self.changelog.append(changes), self.published.append(company_part(changes))
+            )
             for partition, written in changes.items():
-                parts[partition].persisted(written, ends[partition])
+                part = parts[partition]
+                part.persisted(written, ends[partition])
+                part.published = published.get(partition, part.published)
         self.counts.steps += 1
         self.version += 1
         await self._commit(offsets)
@@ -832,6 +869,14 @@ def runs_in_time_order(
         run = [record for _, record in group]
         for start in range(0, len(run), longest):
             yield partitions[index], run[start : start + longest]
+
+
+def company_part(changes: Mapping[int, Mapping[bytes, bytes | None]]) -> dict[int, dict[bytes, bytes | None]]:
+    """Of each partition's changelog records, those the other workers read: totals, marks, counts."""
+    return {
+        partition: {key: value for key, value in written.items() if key.startswith(META_PREFIX)}
+        for partition, written in changes.items()
+    }
 
 
 def origin_key(tp: TopicPartition) -> str:

@@ -37,9 +37,9 @@ from stream.codec import decode_state, encode_state
 from stream.core.ledger import EntityState, Shard, rebuild_totals
 from stream.core.links import EntityKind, Item, entity_of
 from stream.core.policy import Policy
-from stream.core.totals import Readable, Totals, TotalsSum
+from stream.core.totals import Readable, Totals, TotalsSum, buckets_of
 from stream.state.base import BUCKET_PREFIX, PartitionStore, counts_key, entity_key, marks_key
-from stream.state.buckets import BucketTracker, load_totals
+from stream.state.buckets import BucketTracker, bucket_key, encode_bucket, load_totals
 
 log = logging.getLogger("leadlag.fold")
 
@@ -122,6 +122,7 @@ class PartitionState:
         "newest_ms",
         "partition",
         "policy",
+        "published",
         "reads",
         "store",
         "tally",
@@ -142,6 +143,8 @@ class PartitionState:
         self.meta_changed = False
         self.reads = 0
         """States read by the reducers since the metrics last took the count."""
+        self.published = 0
+        """The offset after this partition's last record on the totals topic (`company_records`)."""
         self.load()
 
     def load(self) -> None:
@@ -201,9 +204,21 @@ class PartitionState:
         }
         records.update(self.buckets.records(self.totals))
         self.buckets.clear()
+        records.update(self._meta())
+        return records
+
+    def _meta(self) -> dict[bytes, bytes | None]:
         marks = [self.earliest_ms, self.newest_ms, self.totals.newest_ms]
-        records[marks_key(self.partition)] = orjson.dumps(marks)
-        records[counts_key(self.partition)] = self.tally.encode()
+        return {marks_key(self.partition): orjson.dumps(marks), counts_key(self.partition): self.tally.encode()}
+
+    def company_records(self) -> dict[bytes, bytes | None]:
+        """Every record the other workers read of this partition: each bucket of its totals, its marks and
+        counts (what a new owner publishes in full on the totals topic, `stream.app.company`)."""
+        totals = self.totals
+        records: dict[bytes, bytes | None] = {
+            bucket_key(ref): encode_bucket(ref, totals.bucket(ref)) for ref in buckets_of(totals)
+        }
+        records.update(self._meta())
         return records
 
     def persisted(self, records: dict[bytes, bytes | None], offset: int) -> None:

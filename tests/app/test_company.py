@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.app.company import Company, latest
+from stream.app.engine import company_part
 from stream.app.fold import Fold, PartitionState
 from stream.core.snapshot import build_snapshot
 from stream.simulation import generate_count
@@ -41,7 +42,9 @@ def owning(changelog: Changelog, partitions: set[int]) -> Fold:
     for partition in sorted(partitions):
         store = MemoryPartition(partition)
         store.write(dict(changelog.values[partition]), changelog.ends[partition])
-        fold.own(PartitionState(store, POLICY))
+        part = PartitionState(store, POLICY)
+        part.published = changelog.ends[partition]  # the log stands for its totals topic too
+        fold.own(part)
     return fold
 
 
@@ -141,3 +144,27 @@ def test_input_counts_of_the_company_add_the_replicas() -> None:
     total = company.tally()
     assert (total.events, total.accepted, total.duplicates, total.invalid) == (12, 10, 1, 1)
     assert total.letters == {"future": 2, "invalid": 1}
+
+
+def test_a_new_owner_publishes_its_partition_in_full_and_a_replica_of_that_alone_equals_it() -> None:
+    changelog = logged(EVENTS[:600], flush_every=100)
+    owners = owning(changelog, {1, 2, 3})
+    company = Company(POLICY, PARTITIONS)
+    company.follow({0})
+
+    for partition, replica in company.replicas.items():
+        published = owners.parts[partition].company_records()
+        assert all(key.startswith(b"_") for key in published)
+        for offset, (key, value) in enumerate(published.items()):
+            replica.apply(offset, key, value)
+
+    assert company_snapshot(owning(changelog, {0}), company) == replayed(EVENTS[:600])
+
+
+def test_only_totals_marks_and_counts_records_go_to_the_totals_topic() -> None:
+    written: dict[int, dict[bytes, bytes | None]] = {
+        2: {b"visitor:v-1": b"{}", b"_marks:2": b"[1,2,2]", b"_bucket:x": None, b"contact:c-1": None},
+        3: {b"account:a-1": b"{}"},
+    }
+
+    assert company_part(written) == {2: {b"_marks:2": b"[1,2,2]", b"_bucket:x": None}, 3: {}}

@@ -183,6 +183,7 @@ async def test_leadlag_topics_are_created_co_partitioned_with_single_partition_o
         f"{topic_prefix}marketing.spend": 3,
         f"{topic_prefix}leadlag.entities": 3,
         f"{topic_prefix}leadlag-entities-changelog": 3,
+        f"{topic_prefix}leadlag-entities-totals": 3,
         f"{topic_prefix}leadlag.deadletter": 3,
         f"{topic_prefix}leadlag.snapshots": 1,
         f"{topic_prefix}leadlag.alerts": 1,

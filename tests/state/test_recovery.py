@@ -34,7 +34,8 @@ NO_COUNTS = InputCounts(events=0, accepted=0, duplicates=0, invalid=0, rejected=
 
 class Changelog:
     """A compacted changelog in memory: the last value of every key, per partition, and its end offset; and
-    `log`, every record in offset order, as a consumer following it reads them."""
+    `log`, every record in offset order, as a consumer following it reads them (entity records included: a
+    replica skips them, so this log stands for the totals topic too)."""
 
     def __init__(self) -> None:
         self.values: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
@@ -54,6 +55,7 @@ class Changelog:
                     self.values[partition][key] = value
             self.ends[partition] += len(records)
             part.persisted(records, self.ends[partition])
+            part.published = self.ends[partition]  # replicas in these tests read this log as their totals topic
 
     def recovered(self) -> Fold:
         """A worker with empty stores that reads this changelog."""
