@@ -26,12 +26,13 @@ money is `Decimal` and kept in its own series so it is never mixed with floats.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from stream.core.windows import (
     DAY_MS,
@@ -335,26 +336,51 @@ class Delta:
         return cls(diff_facts(old, new, 0), diff_facts(old_money, new_money, Decimal(0)))
 
 
-class Readable:
+class Readable(ABC):
     """What the read side asks of totals: sums of a family over a span, in all or grouped by a label.
 
     `Totals` answers for the series it holds; `TotalsSum` for several partitions' totals at once, without
     adding them up into a copy. Both give `_rows`: (labels, sum over the span) per series.
     """
 
-    __slots__ = ()
+    __slots__ = ("_reads",)
 
+    def __init__(self) -> None:
+        self._reads: dict[Any, Any] | None = None
+        """Within `reading()`: the sums already read, and their indexes by label."""
+
+    @abstractmethod
     def _rows(
         self, kind: str, family: str, span: Span, match: Mapping[int, str] | None
     ) -> Iterable[tuple[Labels, Any]]:
-        raise NotImplementedError
+        """(labels, sum over the span) of every series of a family whose labels match."""
 
+    @abstractmethod
     def labels_of(self, family: str) -> Iterator[Labels]:
-        raise NotImplementedError
+        """Every label set of a family (each once)."""
 
-    def reading(self) -> AbstractContextManager[Readable]:
-        """A scope in which the totals do not change, so each series' sum over a span is computed once."""
-        raise NotImplementedError
+    def _held(self) -> Sequence[Readable]:
+        """Other totals this one reads from, held still with it by `reading()`."""
+        return ()
+
+    @contextmanager
+    def reading(self) -> Iterator[Self]:
+        """A scope in which the totals do not change, so each series' sum over a span is computed once.
+
+        The snapshot asks the same spans of the same series many times (per channel, per stage);
+        within `reading()` every (series, span) sum is cached and indexed by label.
+        """
+        outer = self._reads
+        with ExitStack() as scopes:
+            for part in self._held():
+                scopes.enter_context(part.reading())
+            if outer is None:
+                self._reads = {}
+            try:
+                yield self
+            finally:
+                if outer is None:
+                    self._reads = None
 
     def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
         """Sum of a count family over a span, over every label set that matches."""
@@ -393,7 +419,6 @@ class Totals(Readable):
     __slots__ = (
         "_admitted",
         "_month",
-        "_reads",
         "_routes",
         "capped",
         "counts",
@@ -408,6 +433,7 @@ class Totals(Readable):
     def __init__(
         self, retention: Retention | None = None, capped: Mapping[str, int] | None = None, label_cap: int = 500
     ) -> None:
+        super().__init__()
         self.retention = retention or Retention()
         self.capped: Mapping[str, int] = capped or {}
         """family -> the label position holding a free-form name (campaign, plan) whose values are capped."""
@@ -425,8 +451,6 @@ class Totals(Readable):
         """The calendar month facts were last added to: [start, end)."""
         self._routes: dict[str, dict[Labels, BucketSeries[float]]] = {}
         """family -> labels as written -> the count series they land in (see `_route`)."""
-        self._reads: dict[Any, Any] | None = None
-        """Within `reading()`: cached sums per (kind, family, span) and their indexes by label."""
 
     # -- time and retention -------------------------------------------------------
     def advance(self, ts_ms: int) -> None:
@@ -600,22 +624,6 @@ class Totals(Readable):
         yield from self.counts.get(family, {})
         yield from self.money.get(family, {})
 
-    @contextmanager
-    def reading(self) -> Iterator[Totals]:
-        """A scope in which the totals do not change, so each series' sum over a span is computed once.
-
-        The snapshot asks the same spans of the same series many times (per channel, per stage);
-        within `reading()` every (series, span) sum is cached and indexed by label.
-        """
-        outer = self._reads
-        if outer is None:
-            self._reads = {}
-        try:
-            yield self
-        finally:
-            if outer is None:
-                self._reads = None
-
     def _rows(
         self, kind: str, family: str, span: Span, match: Mapping[int, str] | None
     ) -> Iterable[tuple[Labels, Any]]:
@@ -719,11 +727,11 @@ class TotalsSum(Readable):
     left out, so the answers are those of the partitions' totals merged (`Totals.merge`).
     """
 
-    __slots__ = ("_reads", "parts")
+    __slots__ = ("parts",)
 
     def __init__(self, parts: Iterable[Totals]) -> None:
+        super().__init__()
         self.parts = list(parts)
-        self._reads: dict[Any, list[tuple[Labels, Any]]] | None = None
 
     def _rows(
         self, kind: str, family: str, span: Span, match: Mapping[int, str] | None
@@ -731,7 +739,7 @@ class TotalsSum(Readable):
         reads = self._reads
         key = (kind, family, span.start_ms, span.end_ms, None if not match else tuple(sorted(match.items())))
         if reads is not None:
-            cached = reads.get(key)
+            cached: list[tuple[Labels, Any]] | None = reads.get(key)
             if cached is not None:
                 return cached
         summed: dict[Labels, Any] = {}
@@ -752,19 +760,8 @@ class TotalsSum(Readable):
                     seen.add(labels)
                     yield labels
 
-    @contextmanager
-    def reading(self) -> Iterator[TotalsSum]:
-        outer = self._reads
-        with ExitStack() as scopes:
-            for part in self.parts:
-                scopes.enter_context(part.reading())
-            if outer is None:
-                self._reads = {}
-            try:
-                yield self
-            finally:
-                if outer is None:
-                    self._reads = None
+    def _held(self) -> Sequence[Readable]:
+        return self.parts
 
 
 OTHER_LABEL = "other"
