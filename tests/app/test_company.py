@@ -7,19 +7,23 @@ them (in any chunks, entity records included and skipped); the company's figures
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.events import EVENT_ADAPTER
 from stream.app.company import Company, latest
 from stream.app.engine import company_part
-from stream.app.fold import Fold, PartitionState
+from stream.app.fold import Fold, Outbox, PartitionState
+from stream.app.placement import entity_partition
+from stream.core.links import Item, entity_of
 from stream.core.snapshot import build_snapshot
 from stream.simulation import generate_count
 from stream.state.memory import MemoryPartition
 from tests.integration.test_worker import normalised
-from tests.state.test_recovery import NO_COUNTS, PARTITIONS, POLICY, Changelog, fold_like_the_engine, replayed
+from tests.state.test_recovery import NO_COUNTS, ORIGIN, PARTITIONS, POLICY, Changelog, fold_like_the_engine, replayed
 
 EVENTS = list(generate_count(3000, seed=11))
 
@@ -168,3 +172,63 @@ def test_only_totals_marks_and_counts_records_go_to_the_totals_topic() -> None:
     }
 
     assert company_part(written) == {2: {b"_marks:2": b"[1,2,2]", b"_bucket:x": None}, 3: {}}
+
+
+def folded_by_two(
+    events: list[dict[str, Any]], mine: set[int], flush_every: int, read_every: int, chunk: int
+) -> tuple[Fold, Company]:
+    """Two workers fold the events together (each its partitions, links delivered to their owner); the first
+    follows the other's records in fetches of `chunk` and reads its company's figures every `read_every`
+    events, as its snapshot timer would."""
+    folds = {owner: Fold(POLICY, PARTITIONS) for owner in ("mine", "theirs")}
+    for partition in range(PARTITIONS):
+        folds["mine" if partition in mine else "theirs"].own(PartitionState(MemoryPartition(partition), POLICY))
+    changelog = Changelog()
+    company = Company(POLICY, PARTITIONS)
+    company.follow(folds["mine"].parts)
+    read: dict[int, int] = dict.fromkeys(range(PARTITIONS), 0)
+
+    def follow_some() -> None:
+        for partition, replica in company.replicas.items():
+            records = changelog.log[partition][read[partition] : read[partition] + chunk]
+            for offset, (key, value) in enumerate(records, start=read[partition]):
+                replica.apply(offset, key, value)
+            read[partition] += len(records)
+
+    for number, raw in enumerate(events, start=1):
+        pending: deque[Item] = deque([EVENT_ADAPTER.validate_python(raw)])
+        while pending:
+            item = pending.popleft()
+            kind, key = entity_of(item)
+            target = entity_partition(kind, key, PARTITIONS)
+            outbox = Outbox()
+            folds["mine" if target in mine else "theirs"].fold(target, item, outbox, ORIGIN)
+            pending.extend(link for links in outbox.routed.values() for link in links)
+        if number % flush_every == 0:
+            changelog.flush(folds["mine"])
+            changelog.flush(folds["theirs"])
+        if number % read_every == 0:
+            follow_some()
+            company_snapshot(folds["mine"], company)
+    changelog.flush(folds["mine"])
+    changelog.flush(folds["theirs"])
+    while any(read[p] < len(changelog.log[p]) for p in company.replicas):
+        follow_some()
+    return folds["mine"], company
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    mine=st.sets(st.integers(0, PARTITIONS - 1), min_size=1, max_size=PARTITIONS - 1),
+    flush_every=st.integers(20, 400),
+    read_every=st.integers(10, 300),
+    chunk=st.integers(1, 400),
+)
+def test_reading_the_company_while_two_workers_fold_and_follow_changes_nothing_of_the_end_figures(
+    mine: set[int], flush_every: int, read_every: int, chunk: int
+) -> None:
+    events = EVENTS[:700]
+
+    owned, company = folded_by_two(events, mine, flush_every, read_every, chunk)
+
+    assert company_snapshot(owned, company) == replayed(events)
