@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_ADAPTER
-from stream.app.company import Company, latest
+from stream.app.company import Company, earliest, latest
 from stream.app.engine import company_part
 from stream.app.fold import Fold, Outbox, PartitionState
 from stream.app.placement import entity_partition
@@ -35,8 +35,8 @@ def logged(events: list[dict[str, Any]], flush_every: int) -> Changelog:
 def company_snapshot(owned: Fold, company: Company) -> dict[str, Any]:
     totals = company.totals(part.totals for part in owned.parts.values())
     newest = latest(owned.newest_ms(), company.newest_ms())
-    earliest = min(t for t in (owned.earliest_ms(), company.earliest_ms()) if t is not None)
-    snapshot = build_snapshot(totals, newest, earliest, POLICY, NO_COUNTS)
+    first = earliest(owned.earliest_ms(), company.earliest_ms())  # None before any event, as in the engine
+    snapshot = build_snapshot(totals, newest, first, POLICY, NO_COUNTS)
     return normalised(snapshot.model_dump(mode="json", exclude_none=True))  # type: ignore[no-any-return]
 
 
@@ -224,6 +224,7 @@ def folded_by_two(
     read_every=st.integers(10, 300),
     chunk=st.integers(1, 400),
 )
+@example(mine={1}, flush_every=20, read_every=10, chunk=1)  # read before any event of the company arrived
 def test_reading_the_company_while_two_workers_fold_and_follow_changes_nothing_of_the_end_figures(
     mine: set[int], flush_every: int, read_every: int, chunk: int
 ) -> None:
