@@ -495,6 +495,12 @@ class Totals(Readable):
             return labels
         return (*labels[:position], OTHER_LABEL, *labels[position + 1 :])
 
+    def written_labels(self, family: str, labels: Labels) -> Labels:
+        """The labels a fact of (family, labels) was added under: its capped name as `other` past the cap.
+
+        Call it after the fact was added: the name's fate is decided then, and never changes (`_bounded`)."""
+        return self._bounded(family, labels) if family in self.capped else labels
+
     def add(self, family: str, labels: Labels, ts_ms: int, value: float) -> None:
         if family in self.capped:
             labels = self._bounded(family, labels)

@@ -5,6 +5,7 @@ Floats are compared to a relative 1e-9: partitions add the same numbers in anoth
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,7 @@ from stream.core.ledger import Ledger
 from stream.core.links import Item, entity_of
 from stream.core.policy import Policy
 from stream.core.snapshot import build_snapshot
-from stream.core.totals import COUNT, HOUR, MONEY, MONTH, BucketRef, Totals
+from stream.core.totals import COUNT, HOUR, MONEY, MONTH, OTHER_LABEL, BucketRef, Totals
 from stream.core.windows import Span
 from stream.simulation import generate_count
 from stream.state.base import BUCKET_PREFIX, entity_key
@@ -57,23 +58,23 @@ class Changelog:
             part.persisted(records, self.ends[partition])
             part.published = self.ends[partition]  # replicas in these tests read this log as their totals topic
 
-    def recovered(self) -> Fold:
+    def recovered(self, policy: Policy = POLICY) -> Fold:
         """A worker with empty stores that reads this changelog."""
-        fold = Fold(POLICY, PARTITIONS)
+        fold = Fold(policy, PARTITIONS)
         for partition in range(PARTITIONS):
             store = MemoryPartition(partition)
             store.write(dict(self.values[partition]), self.ends[partition])
-            fold.own(PartitionState(store, POLICY))
+            fold.own(PartitionState(store, policy))
         return fold
 
 
 def fold_like_the_engine(
-    events: list[dict[str, Any]], flush_every: int, changelog: Changelog | None = None
+    events: list[dict[str, Any]], flush_every: int, changelog: Changelog | None = None, policy: Policy = POLICY
 ) -> tuple[Fold, Changelog]:
     """Every event into its partition's state; emitted links delivered before the next event; flushes."""
-    fold = Fold(POLICY, PARTITIONS)
+    fold = Fold(policy, PARTITIONS)
     for partition in range(PARTITIONS):
-        fold.own(PartitionState(MemoryPartition(partition), POLICY))
+        fold.own(PartitionState(MemoryPartition(partition), policy))
     changelog = changelog or Changelog()
     for number, raw in enumerate(events, start=1):
         pending: deque[Item] = deque([EVENT_ADAPTER.validate_python(raw)])
@@ -89,16 +90,16 @@ def fold_like_the_engine(
     return fold, changelog
 
 
-def snapshot_of(fold: Fold) -> dict[str, Any]:
-    snapshot = build_snapshot(fold.totals(), fold.newest_ms(), fold.earliest_ms(), POLICY, NO_COUNTS)
+def snapshot_of(fold: Fold, policy: Policy = POLICY) -> dict[str, Any]:
+    snapshot = build_snapshot(fold.totals(), fold.newest_ms(), fold.earliest_ms(), policy, NO_COUNTS)
     return normalised(snapshot.model_dump(mode="json", exclude_none=True))  # type: ignore[no-any-return]
 
 
-def replayed(events: list[dict[str, Any]]) -> dict[str, Any]:
-    ledger = Ledger(POLICY)
+def replayed(events: list[dict[str, Any]], policy: Policy = POLICY) -> dict[str, Any]:
+    ledger = Ledger(policy)
     for raw in events:
         ledger.fold(EVENT_ADAPTER.validate_python(raw))
-    snapshot = build_snapshot(ledger.totals(), ledger.watermark_ms, ledger.earliest_ms, POLICY, NO_COUNTS)
+    snapshot = build_snapshot(ledger.totals(), ledger.watermark_ms, ledger.earliest_ms, policy, NO_COUNTS)
     return normalised(snapshot.model_dump(mode="json", exclude_none=True))  # type: ignore[no-any-return]
 
 
@@ -110,6 +111,30 @@ def test_partitions_read_back_from_their_changelog_equal_the_live_ones_and_repla
 
     assert snapshot_of(recovered) == snapshot_of(live) == replayed(events)
     assert recovered.tally().accepted == live.tally().accepted == len(events)
+
+
+def test_names_past_the_label_cap_come_back_from_the_changelog_under_other() -> None:
+    events = list(generate_count(4000, seed=3))
+    capped = dataclasses.replace(POLICY, max_label_values=10)  # the lowest setting: the simulated campaigns overflow it
+    live, changelog = fold_like_the_engine(events, flush_every=150, policy=capped)
+
+    recovered = changelog.recovered(capped)
+
+    assert any(OTHER_LABEL in labels for part in live.parts.values() for labels in part.totals.labels_of("sessions"))
+    assert series_of(recovered) == series_of(live)
+    assert snapshot_of(recovered, capped) == snapshot_of(live, capped)
+
+
+def series_of(fold: Fold) -> dict[tuple[int, str, tuple[str, ...]], tuple[Any, Any]]:
+    """Each series' month and hour buckets, per partition."""
+    return {
+        (partition, family, labels): (dict(series.months), dict(series.hours))
+        for partition, part in fold.parts.items()
+        for by_family in (part.totals.counts, part.totals.money)
+        for family, by_labels in by_family.items()
+        for labels, series in by_labels.items()
+        if series.months or series.hours
+    }
 
 
 def test_a_memory_store_sheds_the_buckets_it_loaded_and_is_read_from_0_again_to_catch_up() -> None:
