@@ -495,6 +495,11 @@ class Totals(Readable):
             return labels
         return (*labels[:position], OTHER_LABEL, *labels[position + 1 :])
 
+    def full_families(self) -> set[str]:
+        """The capped families whose label cap is reached: only their facts can have been added as `other`."""
+        cap = self.label_cap
+        return {family for family, admitted in self._admitted.items() if len(admitted) >= cap}
+
     def written_labels(self, family: str, labels: Labels) -> Labels:
         """The labels a fact of (family, labels) was added under: its capped name as `other` past the cap.
 

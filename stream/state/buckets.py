@@ -110,10 +110,13 @@ class BucketTracker:
     def records(self, totals: Totals) -> Iterator[tuple[bytes, bytes | None]]:
         """Each touched bucket's key and current value, and a tombstone for each hour past its retention."""
         months: set[BucketRef] = set()
-        written_labels = totals.written_labels
+        full, written_labels = totals.full_families(), totals.written_labels
         for kind, touched in ((COUNT, self.counts), (MONEY, self.money)):
-            # a name past its family's label cap was added as `other`: that is the bucket that changed
-            for family, labels, hour in {(f, written_labels(f, labels), h) for f, labels, h in touched}:
+            if full:  # a name past its family's label cap was added as `other`: that is the bucket that changed
+                touched = {
+                    (f, written_labels(f, labels), h) if f in full else (f, labels, h) for f, labels, h in touched
+                }
+            for family, labels, hour in touched:
                 ref: BucketRef = (kind, family, labels, HOUR, hour)
                 self.written((kind, family, labels), hour)
                 yield bucket_key(ref), encode_bucket(ref, totals.bucket(ref))
