@@ -19,6 +19,7 @@ from stream.app.engine import Engine
 from stream.app.fold import Outbox
 from stream.app.outputs import OutputUnavailable
 from stream.settings import Settings
+from tests.app.test_company import EVENTS, logged, owning
 
 LIMIT = 100_000
 
@@ -93,3 +94,33 @@ def test_a_dead_letter_too_large_for_the_producer_is_sent_without_its_original(t
     assert (topic, partition) == ("leadlag.deadletter", 3)
     assert (sent["topic"], sent["partition"], sent["offset"]) == ("site.visits", 1, 7)
     assert "original of 200000 bytes left out" in sent["reason"]
+
+
+class RecordingTopic:
+    """Stands in for the totals topic (`stream.state.changelog.Changelog`): keeps what is appended, and answers
+    each partition's end offset as a broker would."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, list[tuple[bytes, bytes | None]]] = {}
+
+    async def append(self, records: dict[int, dict[bytes, bytes | None]]) -> dict[int, int]:
+        for partition, written in records.items():
+            self.records.setdefault(partition, []).extend(written.items())
+        return {partition: len(self.records[partition]) for partition in records}
+
+
+def test_a_partition_taken_is_published_whole_on_the_totals_topic_and_marked_so(tmp_path: Path) -> None:
+    engine = engine_with(FlakyProducer(failures=0), tmp_path, attempts=1)
+    topic = RecordingTopic()
+    engine._published = topic  # type: ignore[assignment]
+    changelog = logged(EVENTS[:400], flush_every=50)
+    engine.fold = owning(changelog, {0, 1, 2})
+
+    asyncio.run(engine._publish_taken([1, 2]))
+
+    assert sorted(topic.records) == [1, 2]
+    for partition in (1, 2):
+        part = engine.fold.parts[partition]
+        assert dict(topic.records[partition]) == part.company_records()
+        assert part.published == len(topic.records[partition])
+    assert engine.fold.parts[0].published == changelog.ends[0]  # kept, not taken: not published again
