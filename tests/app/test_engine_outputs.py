@@ -1,4 +1,5 @@
-"""The engine's sends (stream/app/engine.py `_send`): retried, shrunk when refused as too large, then a clean stop.
+"""The engine's sends (stream/app/engine.py `_send`): retried, shrunk when refused as too large, then a clean stop;
+and what it publishes of a partition it takes (`_publish_taken`).
 
 An injected producer stands in for the broker's answers; the retry policy itself is specified in
 tests/app/test_outputs.py.
