@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stream.core.totals import (
@@ -18,6 +18,7 @@ from stream.core.totals import (
     Retention,
     Totals,
     TotalsSum,
+    buckets_of,
     touched_buckets,
 )
 from stream.core.windows import DAY_MS, HOUR_MS, MINUTE_MS, Span, to_ms
@@ -43,6 +44,40 @@ def test_a_window_sum_equals_the_sum_of_the_points_whose_minute_lies_in_it(
     span = Span(start - start % MINUTE_MS, start - start % MINUTE_MS + length - length % MINUTE_MS)
     expected = sum(v for ts, v in points if span.start_ms <= ts - ts % MINUTE_MS < span.end_ms)
     assert series.total(span) == expected
+
+
+one_hour = st.integers(min_value=T0, max_value=T0 + HOUR_MS - 1)
+"""Moments of one hour: its minutes fill, cancel out to zero and pass from sparse to an array of 60."""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    points=st.lists(st.tuples(one_hour, st.integers(-3, 3), st.sampled_from([1, 1, 1, 0.5])), max_size=40),
+    cut=st.tuples(one_hour, one_hour),
+)
+@example(points=[(T0, -1, 1), (T0 + MINUTE_MS, 1, 1)], cut=(T0, T0))  # its month nets to zero: the bucket still goes
+def test_minutes_of_one_hour_sum_exactly_however_they_fill_and_cancel_and_survive_the_changelog(
+    points: list[tuple[int, int, float]], cut: tuple[int, int]
+) -> None:
+    """Series added to point by point, through a fold's delta, and loaded back from the hour's bucket agree."""
+    added: BucketSeries[float] = BucketSeries(0)
+    applied = Totals(Retention())
+    for ts, count, scale in points:
+        added.add(ts, count * scale)
+        delta = Delta()
+        delta.count("sessions", (), ts, count * scale)
+        applied.advance(ts)
+        applied.apply(delta)
+    loaded = Totals(Retention())
+    loaded.advance(applied.newest_ms or T0)
+    for ref in buckets_of(applied):  # the hour's bucket and its month's
+        loaded.load_bucket(ref, applied.bucket(ref))
+    start, end = sorted(moment - moment % MINUTE_MS for moment in cut)
+    for span in (Span(start, end), Span(start, end + MINUTE_MS), Span(T0, T0 + HOUR_MS)):
+        expected = sum(count * scale for ts, count, scale in points if span.start_ms <= ts < span.end_ms)
+        assert added.total(span) == pytest.approx(expected)
+        assert applied.total("sessions", span) == pytest.approx(expected)
+        assert loaded.total("sessions", span) == pytest.approx(expected)
 
 
 @settings(max_examples=100, deadline=None)
