@@ -93,7 +93,6 @@ from stream.settings import Settings
 from stream.state.base import META_PREFIX, StateBackend
 from stream.state.changelog import Changelog, catch_up, cluster_id
 from stream.state.memory import MemoryBackend
-from stream.state.rocksdb import RocksBackend
 
 log = logging.getLogger("leadlag.engine")
 
@@ -176,11 +175,13 @@ class Engine(Service):
         """The partitions owned elsewhere, read from their changelog (the whole company's figures)."""
         self.unowned = Tally()
         """Input counted on a partition this worker does not own the entities of (only with a foreign assignor)."""
-        self.backend: StateBackend = (
-            RocksBackend(settings.data_dir / f"{settings.app_id}-entities")
-            if settings.store == "rocksdb"
-            else MemoryBackend()
-        )
+        self.backend: StateBackend
+        if settings.store == "rocksdb":
+            from stream.state.rocksdb import RocksBackend  # only here: RocksDB's library costs 8 MiB of RSS
+
+            self.backend = RocksBackend(settings.data_dir / f"{settings.app_id}-entities")
+        else:
+            self.backend = MemoryBackend()
         self.lock = asyncio.Lock()
         self.recovering = True
         self.version = 0

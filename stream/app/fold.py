@@ -43,8 +43,9 @@ from stream.state.buckets import BucketTracker, bucket_key, encode_bucket, load_
 
 log = logging.getLogger("leadlag.fold")
 
-DECODED_CACHE_ENTITIES = 5_000
-"""Decoded states kept per partition between flushes (least recently used go first; the bytes stay in the store)."""
+DECODED_CACHE_ENTITIES = 2_000
+"""Decoded states kept per partition between flushes (least recently used go first; the bytes stay in the store;
+docs/architecture.md, "The hot path", says what the bound costs and saves)."""
 
 EntityRef = tuple[EntityKind, str]
 
