@@ -183,6 +183,8 @@ class Engine(Service):
         else:
             self.backend = MemoryBackend()
         self.lock = asyncio.Lock()
+        """The step lock: held by a step, recovery, the follower applying a fetch, a snapshot build (which reads
+        the totals in a thread) and a publication; so each sees the totals still."""
         self.recovering = True
         self.version = 0
         """Moves whenever the totals may have changed: the read model rebuilds only then."""
@@ -355,14 +357,15 @@ class Engine(Service):
             except ConsumerStoppedError:
                 return
             changed = False
-            for tp, records in fetched.items():
-                replica = following.get(tp.partition)
-                if replica is None or self.company.replicas.get(tp.partition) is not replica:
-                    continue  # handed over or taken meanwhile: the next round follows it afresh
-                for record in records:
-                    changed |= replica.apply(record.offset, record.key, record.value)
-                # past any gap a compacted changelog has, up to where this fetch got
-                replica.offset = max(replica.offset, await follower.position(tp))
+            async with self.lock:  # not while a snapshot is read from the replicas (`LeadlagWorker._refresh`)
+                for tp, records in fetched.items():
+                    replica = following.get(tp.partition)
+                    if replica is None or self.company.replicas.get(tp.partition) is not replica:
+                        continue  # handed over or taken meanwhile: the next round follows it afresh
+                    for record in records:
+                        changed |= replica.apply(record.offset, record.key, record.value)
+                    # past any gap a compacted changelog has, up to where this fetch got
+                    replica.offset = max(replica.offset, await follower.position(tp))
             if changed:
                 self.version += 1
 

@@ -7,13 +7,18 @@ the totals may have changed since the last one (or the clock is the wall
 clock), and never more often than `BUILD_SHARE` of the event loop's time
 allows: a build that took 40 ms waits at least 0.4 s for the next. The JSON of
 `/api/snapshot` is serialized once per build, and every other snapshot view the
-first time it is asked for after a build. A build that raises changes nothing
+first time it is asked for after a build. The worker runs the build in a thread
+(`refresh_in_thread`) holding its step lock: nothing folds meanwhile, but the
+event loop goes on answering scrapes and requests from the last snapshot, so a
+build longer than Prometheus' scrape timeout does not make the worker look
+down. A build that raises changes nothing
 but a counter: the last good snapshot is served on, and each distinct error is
 logged once (docs/architecture.md, "Outputs").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +54,24 @@ class Facts:
     as_of_ms: int | None
     earliest_ms: int | None
     input: InputCounts
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A build to run: the version it answers, when it started, and its facts (or why they could not be read)."""
+
+    version: int
+    started: float
+    facts: Facts | Exception
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What a build produced."""
+
+    snapshot: Snapshot
+    series: Series
+    responses: dict[str, tuple[int, bytes]]
 
 
 class ReadModel:
@@ -89,18 +112,36 @@ class ReadModel:
 
     def refresh(self, *, always: bool = False) -> bool:
         """Build a new snapshot if one is due and the facts changed (`always`: even if not); True if built."""
+        due = self._due(always)
+        return due is not None and self._built(due, self._build(due.facts))
+
+    async def refresh_in_thread(self, *, always: bool = False) -> bool:
+        """`refresh`, the build itself run in a thread so that the event loop answers scrapes and requests
+        meanwhile. The caller keeps the totals still until it returns (the worker holds its step lock)."""
+        due = self._due(always)
+        return due is not None and self._built(due, await asyncio.to_thread(self._build, due.facts))
+
+    def _due(self, always: bool) -> _Due | None:
         now = time.monotonic()
         if now - self.built_at < self.build_seconds / BUILD_SHARE:
-            return False
+            return None
         version = self._version()
         if version is None:
             self.clear()
-            return False
+            return None
         if version == self._last_version and not always and self.snapshot is not None:
-            return False
+            return None
         started = time.perf_counter()
         try:
-            facts = self._facts()
+            return _Due(version, started, self._facts())
+        except Exception as exc:  # as a failed build: counted, logged once, the last good snapshot kept
+            return _Due(version, started, exc)
+
+    def _build(self, facts: Facts | Exception) -> _Built | Exception:
+        """The snapshot, its series and their JSON; or what stopped them. Reads the totals, changes nothing."""
+        if isinstance(facts, Exception):
+            return facts
+        try:
             snapshot = build_snapshot(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy, facts.input)
             series = build_series(facts.totals, facts.as_of_ms, facts.earliest_ms, self.policy)
             responses = {
@@ -108,15 +149,19 @@ class ReadModel:
                 **views.series_responses(snapshot, series),
             }
         except Exception as exc:  # whatever the state holds, the worker keeps serving the last good snapshot
-            self._failed(exc)
-            self.build_seconds = time.perf_counter() - started
-            self.built_at = time.monotonic()
+            return exc
+        return _Built(snapshot, series, responses)
+
+    def _built(self, due: _Due, outcome: _Built | Exception) -> bool:
+        self.build_seconds = time.perf_counter() - due.started
+        self.built_at = time.monotonic()
+        if isinstance(outcome, Exception):
+            self._failed(outcome)
             return False
-        self._responses = responses
-        self.snapshot, self.series = snapshot, series
-        self._last_version = version
-        self.build_seconds = time.perf_counter() - started
-        self.built_at = self.built_ok_at = time.monotonic()
+        self._responses = outcome.responses
+        self.snapshot, self.series = outcome.snapshot, outcome.series
+        self._last_version = due.version
+        self.built_ok_at = self.built_at
         return True
 
     def _failed(self, exc: Exception) -> None:

@@ -184,7 +184,10 @@ class LeadlagWorker:
         return Facts(engine.totals(), self.as_of_ms(), engine.earliest_ms(), self.input_counts())
 
     async def _refresh(self) -> None:
-        self.read_model.refresh(always=self.settings.clock == "wall")
+        """Build the snapshot in a thread, so that scrapes and requests are answered during a long build; under
+        the step lock, which also holds the changelog follower, so the totals stay still while it reads them."""
+        async with self.engine.lock:
+            await self.read_model.refresh_in_thread(always=self.settings.clock == "wall")
 
     def snapshot(self) -> Snapshot | None:
         """The last snapshot built (never built here: see `stream.app.readmodel`)."""
