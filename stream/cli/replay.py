@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Iterator
@@ -113,6 +114,9 @@ def replay_command(
         now_ms = int(time.time() * 1000)  # the wall clock bounds event time (README, "Input events")
         ledger, counts = replay(lines(), policy, as_of_moment, shards=shards, on_bad=report, now_ms=now_ms)
     elapsed = time.perf_counter() - started
+    # What the replay built lives until the process ends: out of the collector's sight, the first allocations of
+    # the snapshot do not set off a full collection over every state (measured: 285 of 513 ms on 200,000 events).
+    gc.freeze()
     as_of_ms = int(as_of_moment.timestamp() * 1000) if as_of_moment else ledger.watermark_ms
     snapshot_started = time.perf_counter()
     snapshot = build_snapshot(

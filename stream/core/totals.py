@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Generic, Self, TypeVar
 
 from stream.core.windows import (
@@ -114,9 +115,14 @@ class BucketSeries(Generic[V]):
 
     `minutes` maps an hour's start to that hour's minute buckets, so an hour of
     minutes is dropped at once and a partial hour is summed from one small chunk.
+    `days` holds the sum of each day's hour buckets, kept with them (never written
+    anywhere: a recovery adds the hours it loads), so a 30-day window reads about
+    75 buckets rather than 720, and a day of the daily series one. Only while
+    every value is exact (ints, Decimals): a sum of floats depends on the order
+    of its terms, and a day must read what its hours read, live or recovered.
     """
 
-    __slots__ = ("dense", "disordered", "first_ms", "hours", "minutes", "months", "zero")
+    __slots__ = ("days", "dense", "disordered", "first_ms", "hours", "minutes", "months", "zero")
 
     def __init__(self, zero: V) -> None:
         self.zero: V = zero
@@ -128,6 +134,9 @@ class BucketSeries(Generic[V]):
         self.minutes: dict[int, Any] = {}
         """hour start -> that hour's minute buckets (a `SparseHour` or an array of 60 for counts, a dict for money)."""
         self.hours: dict[int, V] = {}
+        self.days: dict[int, V] | None = {}
+        """day start -> the sum of that day's hour buckets (those kept), whatever was added or dropped; None
+        once a float was added (read from the hours then)."""
         self.months: dict[int, V] = {}
         self.disordered = False
         """A minute or hour key was inserted before a later one: pruning must sort, not just cut the front."""
@@ -160,6 +169,11 @@ class BucketSeries(Generic[V]):
                 self.hours.pop(hour, None)
             else:
                 self.hours[hour] = new
+            if self.days is not None:
+                if value.__class__ is float:
+                    self.days = None
+                else:
+                    _add_one(self.days, hour - hour % DAY_MS, value, self.zero)
         key = month_start(ts_ms)
         new = self.months.get(key, self.zero) + value
         if new == 0:
@@ -176,6 +190,18 @@ class BucketSeries(Generic[V]):
         else:
             _prune_front(self.minutes, minute_cutoff)
             _prune_front(self.hours, hour_cutoff)
+        days = self.days
+        if days is None:
+            return
+        first_day = hour_cutoff - hour_cutoff % DAY_MS
+        if any(day < first_day for day in days):
+            days = self.days = {day: value for day, value in days.items() if day >= first_day}
+        if first_day < hour_cutoff and first_day in days:  # a day cut in two: the sum of its hours kept
+            kept = _sum_keys(self.hours, HOUR_MS, hour_cutoff, first_day + DAY_MS, self.zero)
+            if kept == 0:
+                del days[first_day]
+            else:
+                days[first_day] = kept
 
     def _minutes_between(self, start_ms: int, end_ms: int) -> V:
         """Sum of minute buckets in [start_ms, end_ms), both within one hour."""
@@ -198,32 +224,28 @@ class BucketSeries(Generic[V]):
 
     def total(self, span: Span) -> V:
         """Sum over [span.start_ms, span.end_ms), exact to the minute within the minute retention."""
-        if self.first_ms is None:
+        first = self.first_ms
+        if first is None:
             return self.zero
         start, end = floor_minute(max(span.start_ms, BEGINNING_MS)), floor_minute(span.end_ms)
-        if start <= self.first_ms:
+        if start <= first:
             # nothing lies before the first minute: start at its month, which months alone cover
-            start = month_start(self.first_ms)
+            start = month_start(first)
         if end <= start:
             return self.zero
-        full_hours_from, full_hours_to = ceil_hour(start), floor_hour(end)
-        if full_hours_from >= full_hours_to:
-            if full_hours_from > end:  # start and end in one hour
-                return self._minutes_between(start, end)
-            return self._minutes_between(start, full_hours_from) + self._minutes_between(full_hours_to, end)
-        total = self._minutes_between(start, full_hours_from) + self._minutes_between(full_hours_to, end)
-        full_months_from = (
-            full_hours_from if full_hours_from == month_start(full_hours_from) else next_month_start(full_hours_from)
-        )
-        full_months_to = month_start(full_hours_to)
-        if full_months_from < full_months_to:
-            for key, value in self.months.items():
-                if full_months_from <= key < full_months_to:
-                    total += value
-            total += _sum_keys(self.hours, HOUR_MS, full_hours_from, full_months_from, self.zero)
-            total += _sum_keys(self.hours, HOUR_MS, full_months_to, full_hours_to, self.zero)
-        else:
-            total += _sum_keys(self.hours, HOUR_MS, full_hours_from, full_hours_to, self.zero)
+        total = self.zero
+        days = self.days
+        for grain, a, b in _plan(start, end, days is not None):
+            if grain == _MINUTES:
+                total += self._minutes_between(a, b)
+            elif grain == _HOURS:
+                total += _sum_keys(self.hours, HOUR_MS, a, b, self.zero)
+            elif grain == _DAYS:
+                total += _sum_keys(days or {}, DAY_MS, a, b, self.zero)  # planned only when there are days
+            else:
+                for key, value in self.months.items():
+                    if a <= key < b:
+                        total += value
         return total
 
     def merge(self, other: BucketSeries[V], minute_cutoff: int = BEGINNING_MS, hour_cutoff: int = BEGINNING_MS) -> None:
@@ -243,7 +265,12 @@ class BucketSeries(Generic[V]):
                 _add_buckets(mine, chunk, self.zero)
                 if not mine:
                     del self.minutes[hour]
-        _add_buckets(self.hours, {hour: v for hour, v in other.hours.items() if hour >= hour_cutoff}, self.zero)
+        hours = {hour: v for hour, v in other.hours.items() if hour >= hour_cutoff}
+        _add_buckets(self.hours, hours, self.zero)
+        days = self.days = None if other.days is None else self.days
+        if days is not None:
+            for hour, value in hours.items():
+                _add_one(days, hour - hour % DAY_MS, value, self.zero)
         _add_buckets(self.months, other.months, self.zero)
 
     def is_empty(self) -> bool:
@@ -314,11 +341,50 @@ def _add_to_slot(minutes: dict[int, Any], hour: int, chunk: array[Any], slot: in
 
 def _add_buckets(mine: dict[int, V], other: Mapping[int, V], zero: V) -> None:
     for key, value in other.items():
-        new = mine.get(key, zero) + value
-        if new == 0:
-            mine.pop(key, None)
+        _add_one(mine, key, value, zero)
+
+
+def _add_one(buckets: dict[int, V], key: int, value: V, zero: V) -> None:
+    """Add to one bucket; a bucket that comes to zero is dropped."""
+    new = buckets.get(key, zero) + value
+    if new == 0:
+        buckets.pop(key, None)
+    else:
+        buckets[key] = new
+
+
+_MINUTES, _HOURS, _DAYS, _MONTHS = range(4)
+
+
+@lru_cache(maxsize=4096)
+def _plan(start: int, end: int, with_days: bool) -> tuple[tuple[int, int, int], ...]:
+    """How a span of whole minutes splits into the coarsest buckets that tile it: (grain, from, to) each.
+
+    Minutes up to the first whole hour and from the last; whole calendar months within; whole days within
+    what is left (`with_days`); hours for the rest. A snapshot asks the same few spans of every series, so
+    the split is worked out once per span. Without days the terms come in the order they always did, so a
+    float series sums exactly as before.
+    """
+    hours_from, hours_to = ceil_hour(start), floor_hour(end)
+    if hours_from >= hours_to:
+        if hours_from > end:  # start and end in one hour
+            return ((_MINUTES, start, end),)
+        return ((_MINUTES, start, hours_from), (_MINUTES, hours_to, end))
+    parts = [(_MINUTES, start, hours_from), (_MINUTES, hours_to, end)]
+    months_from = hours_from if hours_from == month_start(hours_from) else next_month_start(hours_from)
+    months_to = month_start(hours_to)
+    if months_from < months_to:
+        parts.append((_MONTHS, months_from, months_to))
+        whole_hours = [(hours_from, months_from), (months_to, hours_to)]
+    else:
+        whole_hours = [(hours_from, hours_to)]
+    for a, b in whole_hours:
+        days_from, days_to = a + (-a % DAY_MS), b - b % DAY_MS
+        if with_days and days_from < days_to:
+            parts += [(_HOURS, a, days_from), (_DAYS, days_from, days_to), (_HOURS, days_to, b)]
         else:
-            mine[key] = new
+            parts.append((_HOURS, a, b))
+    return tuple((grain, a, b) for grain, a, b in parts if a < b)
 
 
 def _matches(labels: Labels, match: Mapping[int, str]) -> bool:
@@ -570,7 +636,7 @@ class Totals(Readable):
         hour_cutoff = self.hour_cutoff
         month_lo, month_hi = self._month
         last_ts = None
-        hour = slot = 0
+        hour = slot = day = 0
         to_minutes = to_hours = False
         for (family, labels, ts), value in delta.counts.items():
             if value == 0:
@@ -582,6 +648,7 @@ class Totals(Readable):
             if ts != last_ts:  # facts of one step mostly share a time: place it once
                 last_ts = ts
                 hour = ts - ts % HOUR_MS
+                day = hour - hour % DAY_MS
                 slot = (ts - hour) // MINUTE_MS
                 to_minutes = hour >= minute_cutoff
                 to_hours = hour >= hour_cutoff
@@ -618,6 +685,17 @@ class Totals(Readable):
                         del hours[hour]
                     else:
                         hours[hour] = new
+                days = series.days
+                if days is None:
+                    pass
+                elif value.__class__ is float:
+                    series.days = None
+                else:
+                    new = days.get(day, 0) + value
+                    if new == 0:
+                        del days[day]
+                    else:
+                        days[day] = new
             months = series.months
             new = months.get(month_lo, 0) + value
             if new == 0:
@@ -725,10 +803,17 @@ class Totals(Readable):
                 series.first_ms = extra
             return
         if total is not None and start >= self.hour_cutoff:
+            change = total - series.hours.get(start, series.zero)
             if total:
                 series.hours[start] = total
             else:
                 series.hours.pop(start, None)
+            if series.days is None:
+                pass
+            elif total.__class__ is float:
+                series.days = None
+            elif change:
+                _add_one(series.days, start - start % DAY_MS, change, series.zero)
         if extra is not None and start >= self.minute_cutoff:
             if series.dense and extra.__class__ is dict:
                 series.minutes[start] = tuple(

@@ -294,3 +294,58 @@ def test_campaign_names_beyond_the_cap_are_written_as_other_and_their_retraction
     span = Span(T0, T0 + MINUTE_MS)
     assert totals.total_by("sessions", span, 1) == {"spring": 2, "launch": 1, "other": 1}
     assert len(list(totals.labels_of("sessions"))) == 3
+
+
+def sums_of_hours_by_day(series: BucketSeries[float]) -> dict[int, float]:
+    """What each day bucket must hold: the sum of the day's hour buckets that are kept (zeros left out)."""
+    sums: dict[int, float] = {}
+    for hour, value in series.hours.items():
+        sums[hour - hour % DAY_MS] = sums.get(hour - hour % DAY_MS, 0) + value
+    return {day: value for day, value in sums.items() if value != 0}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.tuples(timestamps, st.integers(-3, 3), st.booleans()), max_size=8), max_size=10),
+    grace_hours=st.integers(0, 30),
+)
+@example(batches=[[(T0, 1, False)], [(T0 + 6 * DAY_MS, 1, False)]], grace_hours=5)  # a day cut in two by retention
+def test_a_day_reads_what_its_hours_read_through_late_facts_retention_merges_and_recovery(
+    batches: list[list[tuple[int, int, bool]]], grace_hours: int
+) -> None:
+    """Day buckets are what the snapshot's long windows and daily series read: exact, whatever happened."""
+    retention = Retention(minutes_ms=2 * DAY_MS + grace_hours * HOUR_MS, hours_ms=5 * DAY_MS + grace_hours * HOUR_MS)
+    written, other, merged = Totals(retention), Totals(retention), Totals(retention)
+    changelog: dict[BucketRef, BucketValue] = {}
+    points: list[tuple[int, int]] = []
+    for batch in batches:
+        delta, elsewhere = Delta(), Delta()
+        for ts, count, in_other_partition in batch:
+            (other if in_other_partition else written).advance(ts)
+            (elsewhere if in_other_partition else delta).count("sessions", ("paid",), ts, count)
+            points.append((ts, count))
+        written.apply(delta)
+        other.apply(elsewhere)
+        for ref in touched_buckets(delta):
+            changelog[ref] = written.bucket(ref)
+    loaded = Totals(retention)
+    if written.newest_ms is not None:
+        loaded.advance(written.newest_ms)
+    for ref, value in changelog.items():
+        loaded.load_bucket(ref, value)
+    merged.merge(written)
+    merged.merge(other)
+    for totals in (written, other, loaded, merged):
+        for series in totals.counts.get("sessions", {}).values():
+            assert series.days == sums_of_hours_by_day(series)
+    newest = merged.newest_ms
+    if newest is None:
+        return
+    # every whole day the hours still cover reads exactly the facts of that day
+    first_whole_day = -(-merged.hour_cutoff // DAY_MS) * DAY_MS
+    for day in range(first_whole_day, newest, DAY_MS):
+        expected = sum(count for ts, count in points if day <= ts < day + DAY_MS)
+        assert merged.total("sessions", Span(day, day + DAY_MS)) == expected
+        assert merged.total("sessions", Span(day, newest + MINUTE_MS)) == sum(
+            count for ts, count in points if day <= ts <= newest
+        )
