@@ -183,8 +183,10 @@ class Engine(Service):
         else:
             self.backend = MemoryBackend()
         self.lock = asyncio.Lock()
-        """The step lock: held by a step, recovery, the follower applying a fetch, a snapshot build (which reads
-        the totals in a thread) and a publication; so each sees the totals still."""
+        """The step lock: held by a step (recovery included), a snapshot build and a publication."""
+        self.replicas_lock = asyncio.Lock()
+        """Held by the follower while it applies a fetch to the replicas, and by a snapshot build (which reads them
+        in a thread). Not the step lock: the follower's work overlaps a step's waits for the broker."""
         self.recovering = True
         self.version = 0
         """Moves whenever the totals may have changed: the read model rebuilds only then."""
@@ -357,7 +359,7 @@ class Engine(Service):
             except ConsumerStoppedError:
                 return
             changed = False
-            async with self.lock:  # not while a snapshot is read from the replicas (`LeadlagWorker._refresh`)
+            async with self.replicas_lock:  # not while a snapshot reads them (`LeadlagWorker._refresh`)
                 for tp, records in fetched.items():
                     replica = following.get(tp.partition)
                     if replica is None or self.company.replicas.get(tp.partition) is not replica:

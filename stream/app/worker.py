@@ -185,8 +185,9 @@ class LeadlagWorker:
 
     async def _refresh(self) -> None:
         """Build the snapshot in a thread, so that scrapes and requests are answered during a long build; under
-        the step lock, which also holds the changelog follower, so the totals stay still while it reads them."""
-        async with self.engine.lock:
+        the step lock and the replicas' lock, so that nothing changes the totals while it reads them."""
+        engine = self.engine
+        async with engine.lock, engine.replicas_lock:
             await self.read_model.refresh_in_thread(always=self.settings.clock == "wall")
 
     def snapshot(self) -> Snapshot | None:
