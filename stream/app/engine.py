@@ -185,8 +185,9 @@ class Engine(Service):
         self.lock = asyncio.Lock()
         """The step lock: held by a step (recovery included), a snapshot build and a publication."""
         self.replicas_lock = asyncio.Lock()
-        """Held by the follower while it applies a fetch to the replicas, and by a snapshot build (which reads them
-        in a thread). Not the step lock: the follower's work overlaps a step's waits for the broker."""
+        """Held by the follower while it applies a fetch to the replicas (never across an await), and by a snapshot
+        build (which reads them in a thread). Not the step lock: the follower's work overlaps a step's waits for
+        the broker."""
         self.recovering = True
         self.version = 0
         """Moves whenever the totals may have changed: the read model rebuilds only then."""
@@ -358,6 +359,9 @@ class Engine(Service):
                 fetched = await follower.getmany(timeout_ms=POLL_MS)
             except ConsumerStoppedError:
                 return
+            # up to where this fetch got, past any gap a compacted changelog has; asked before the lock, because
+            # nothing may wait while holding it: a snapshot build waits for it holding the step lock
+            reached = {tp: await follower.position(tp) for tp in fetched}
             changed = False
             async with self.replicas_lock:  # not while a snapshot reads them (`LeadlagWorker._refresh`)
                 for tp, records in fetched.items():
@@ -366,8 +370,7 @@ class Engine(Service):
                         continue  # handed over or taken meanwhile: the next round follows it afresh
                     for record in records:
                         changed |= replica.apply(record.offset, record.key, record.value)
-                    # past any gap a compacted changelog has, up to where this fetch got
-                    replica.offset = max(replica.offset, await follower.position(tp))
+                    replica.offset = max(replica.offset, reached[tp])
             if changed:
                 self.version += 1
 
