@@ -8,7 +8,8 @@ clock), and never more often than `BUILD_SHARE` of the event loop's time
 allows: a build that took 40 ms waits at least 0.4 s for the next. The JSON of
 `/api/snapshot` is serialized once per build, and every other snapshot view the
 first time it is asked for after a build. The worker runs the build in a thread
-(`refresh_in_thread`) holding its step lock: nothing folds meanwhile, but the
+(`refresh_in_thread`) holding its step lock and its replicas' lock: nothing
+folds or follows meanwhile, but the
 event loop goes on answering scrapes and requests from the last snapshot, so a
 build longer than Prometheus' scrape timeout does not make the worker look
 down. A build that raises changes nothing
@@ -117,7 +118,7 @@ class ReadModel:
 
     async def refresh_in_thread(self, *, always: bool = False) -> bool:
         """`refresh`, the build itself run in a thread so that the event loop answers scrapes and requests
-        meanwhile. The caller keeps the totals still until it returns (the worker holds its step lock)."""
+        meanwhile. The caller keeps the totals still until it returns (the worker holds its two locks)."""
         due = self._due(always)
         return due is not None and self._built(due, await asyncio.to_thread(self._build, due.facts))
 
