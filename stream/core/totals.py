@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Generic, Self, TypeVar
 
 from stream.core.windows import (
@@ -98,11 +100,8 @@ def _sum_keys(buckets: Mapping[int, V], step_ms: int, start_ms: int, end_ms: int
     if end_ms <= start_ms:
         return total
     if (end_ms - start_ms) // step_ms <= len(buckets):
-        get = buckets.get
-        for key in range(start_ms, end_ms, step_ms):
-            value = get(key)
-            if value is not None:
-                total += value
+        # a lookup per bucket, looped in C; missing ones add zero, which changes no sum
+        return sum(map(buckets.get, range(start_ms, end_ms, step_ms), repeat(zero)), zero)
     else:
         for key, value in buckets.items():
             if start_ms <= key < end_ms:
@@ -452,7 +451,8 @@ class Readable(ABC):
         """A scope in which the totals do not change, so each series' sum over a span is computed once.
 
         The snapshot asks the same spans of the same series many times (per channel, per stage);
-        within `reading()` every (series, span) sum is cached and indexed by label.
+        within `reading()` every (series, span) sum is computed once, and each family's sums are grouped once
+        by the labels a read names (`_grouped`).
         """
         outer = self._reads
         with ExitStack() as scopes:
@@ -468,6 +468,8 @@ class Readable(ABC):
 
     def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
         """Sum of a count family over a span, over every label set that matches."""
+        if self._reads is not None:
+            return self._grouped(COUNT, family, span, match, None).get(_group_of(match), 0)  # type: ignore[no-any-return]
         total: float = 0
         for _, value in self._rows(COUNT, family, span, match):
             total += value
@@ -475,6 +477,8 @@ class Readable(ABC):
 
     def total_by(self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None) -> dict[str, float]:
         """Sums of a count family grouped by the label at `index` (zero groups left out)."""
+        if self._reads is not None:
+            return dict(self._grouped(COUNT, family, span, match, index).get(_group_of(match), {}))
         grouped: dict[str, float] = {}
         for labels, value in self._rows(COUNT, family, span, match):
             if value:
@@ -482,6 +486,8 @@ class Readable(ABC):
         return grouped
 
     def money_total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> Decimal:
+        if self._reads is not None:
+            return self._grouped(MONEY, family, span, match, None).get(_group_of(match), Decimal(0))  # type: ignore[no-any-return]
         total = Decimal(0)
         for _, value in self._rows(MONEY, family, span, match):
             total += value
@@ -490,11 +496,64 @@ class Readable(ABC):
     def money_total_by(
         self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None
     ) -> dict[str, Decimal]:
+        if self._reads is not None:
+            return dict(self._grouped(MONEY, family, span, match, index).get(_group_of(match), {}))
         grouped: dict[str, Decimal] = {}
         for labels, value in self._rows(MONEY, family, span, match):
             if value:
                 grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
         return grouped
+
+    def _grouped(
+        self, kind: str, family: str, span: Span, match: Mapping[int, str] | None, index: int | None
+    ) -> dict[Any, Any]:
+        """Within `reading()`: the family's sums over the span per value of the labels `match` names, from one
+        pass over its rows; with `index`, each of those by the label at `index`, zero rows left out.
+
+        The snapshot asks one family and span per channel and per stage (the funnel: hundreds of reads);
+        each answer is then a lookup. Each group adds its rows in the order `_rows` gives them, as the
+        unread path does, so a float sum is the same either way.
+        """
+        positions = tuple(sorted(match)) if match else ()
+        key = (kind, family, span.start_ms, span.end_ms, positions, index)
+        reads = self._reads
+        assert reads is not None
+        groups: dict[Any, Any] | None = reads.get(key)
+        if groups is not None:
+            return groups
+        groups = reads[key] = {}
+        zero = 0 if kind == COUNT else Decimal(0)
+        group_of = _labels_group(positions)
+        rows = self._rows(kind, family, span, None)
+        if index is None:
+            for labels, value in rows:
+                group = group_of(labels)
+                groups[group] = groups.get(group, zero) + value
+        else:
+            for labels, value in rows:
+                if value:
+                    inner = groups.get(group := group_of(labels))
+                    if inner is None:
+                        inner = groups[group] = {}
+                    label = labels[index]
+                    inner[label] = inner.get(label, zero) + value
+        return groups
+
+
+def _labels_group(positions: tuple[int, ...]) -> Callable[[Labels], Any]:
+    """The group of a label set: its labels at `positions`, as `_group_of` spells a match on them."""
+    if not positions:
+        return lambda labels: ()
+    return itemgetter(*positions)
+
+
+def _group_of(match: Mapping[int, str] | None) -> Any:
+    """The group a match names, in `_labels_group`'s spelling: () for none, one label alone, else a tuple."""
+    if not match:
+        return ()
+    if len(match) == 1:
+        return next(iter(match.values()))
+    return tuple(match[i] for i in sorted(match))
 
 
 class Totals(Readable):
@@ -743,14 +802,7 @@ class Totals(Readable):
             rows = reads[key] = [(labels, series.total(span)) for labels, series in by_labels.items()]
         if not match:
             return rows
-        positions = tuple(sorted(match))
-        index_key = (*key, positions)
-        index = reads.get(index_key)
-        if index is None:
-            index = reads[index_key] = {}
-            for row in rows:
-                index.setdefault(tuple(row[0][i] for i in positions), []).append(row)
-        return index.get(tuple(match[i] for i in positions), ())  # type: ignore[no-any-return]
+        return (row for row in rows if _matches(row[0], match))
 
     def families(self) -> Iterable[str]:
         return {*self.counts, *self.money}

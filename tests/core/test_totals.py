@@ -15,6 +15,7 @@ from stream.core.totals import (
     BucketSeries,
     BucketValue,
     Delta,
+    Readable,
     Retention,
     Totals,
     TotalsSum,
@@ -257,33 +258,42 @@ def test_totals_loaded_from_the_last_value_of_every_touched_bucket_equal_the_tot
     ),
     start=timestamps,
 )
+@example(points=[(T0, "b", "x", 2), (T0 + MINUTE_MS, "b", "x", -2), (T0, "a", "x", 1), (T0, "b", "y", 1)], start=T0)
 def test_sums_read_within_a_reading_scope_equal_sums_read_without_one(
     points: list[tuple[int, str, str, int]], start: int
 ) -> None:
-    totals = Totals()
-    for ts, first, second, value in points:
-        totals.add("sessions", (first, second), ts, value)
-        totals.add_money("spend", (first, second), ts, Decimal(value) / 2)
+    """Within `reading()` a family's sums are grouped once by the labels a read names; every answer, float bits
+    and zero groups included, is the one read without the scope, for one partition and for several."""
+    totals, halves = Totals(), (Totals(), Totals())
+    for n, (ts, first, second, value) in enumerate(points):
+        for target in (totals, halves[n % 2]):
+            target.add("sessions", (first, second), ts, value)
+            target.add("seconds", (first, second), ts, value / 3)
+            target.add_money("spend", (first, second), ts, Decimal(value) / 2)
     span = Span(start - start % MINUTE_MS, start - start % MINUTE_MS + 3 * DAY_MS)
-    queries = [None, {0: "a"}, {1: "y"}, {0: "b", 1: "x"}]
-    plain = [
-        (
-            totals.total("sessions", span, q),
-            totals.total_by("sessions", span, 1, q),
-            totals.money_total("spend", span, q),
-        )
-        for q in queries
-    ]
-    with totals.reading():
-        cached = [
+    queries = [None, {}, {0: "a"}, {1: "y"}, {0: "b", 1: "x"}, {1: "x", 0: "b"}, {0: "c"}]
+
+    def answers(reader: Readable) -> list[tuple[object, ...]]:
+        return [
             (
-                totals.total("sessions", span, q),
-                totals.total_by("sessions", span, 1, q),
-                totals.money_total("spend", span, q),
+                reader.total("sessions", span, q),
+                reader.total_by("sessions", span, 1, q),
+                reader.total_by("sessions", span, 0, q),
+                reader.total("seconds", span, q),
+                reader.total_by("seconds", span, 1, q),
+                reader.money_total("spend", span, q),
+                reader.money_total_by("spend", span, 0, q),
             )
             for q in queries
         ]
-    assert cached == plain
+
+    for reader in (totals, TotalsSum(halves)):
+        plain = answers(reader)
+        with reader.reading():
+            cached, again = answers(reader), answers(reader)
+        assert cached == again == plain
+        assert [[type(v) for v in row] for row in cached] == [[type(v) for v in row] for row in plain]
+        assert [repr(row) for row in cached] == [repr(row) for row in plain]
 
 
 def test_campaign_names_beyond_the_cap_are_written_as_other_and_their_retractions_follow() -> None:
