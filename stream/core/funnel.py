@@ -125,6 +125,9 @@ STAGE_INDEX: dict[Stage, int] = {stage: index for index, stage in enumerate(FUNN
 CONVERTING_STAGES: tuple[Stage, ...] = FUNNEL_STAGES[STAGE_INDEX[Stage.LEAD] + 1 :]
 """The stages a lead converts to: mql, sql, opportunity, customer."""
 COHORT_STAGES: tuple[Stage, ...] = FUNNEL_STAGES[STAGE_INDEX[Stage.LEAD] :]
+_FUNNEL_STAGE_VALUES = tuple(stage.value for stage in FUNNEL_STAGES)
+_CONVERTING_STAGE_VALUES = tuple(stage.value for stage in CONVERTING_STAGES)
+"""Stage names as the totals' labels spell them (an enum's `.value` costs a descriptor call per read)."""
 
 STAGE_CHANGES_KEPT = 100
 """At most this many stage changes per contact count: the earliest by (ts_ms, event_id).
@@ -981,15 +984,15 @@ def _channel_funnel(totals: Readable, span: Span, as_of: Span, channel: str | No
     drop_offs = per_stage(STAGE_DROP_OFFS, span)
     in_stage = per_stage(IN_STAGE, as_of)
     stages = {
-        stage.value: StageFlow(
-            entries=whole(entries.get(stage.value, 0)),
-            exits=whole(exits.get(stage.value, 0)),
-            became_stale=whole(stale.get(stage.value, 0)),
-            drop_offs=whole(drop_offs.get(stage.value, 0)),
-            drop_off_rate=drop_off_rate(whole(drop_offs.get(stage.value, 0)), whole(entries.get(stage.value, 0))),
-            in_stage=whole(in_stage.get(stage.value, 0)),
+        stage: StageFlow(
+            entries=whole(entries.get(stage, 0)),
+            exits=whole(exits.get(stage, 0)),
+            became_stale=whole(stale.get(stage, 0)),
+            drop_offs=whole(drop_offs.get(stage, 0)),
+            drop_off_rate=drop_off_rate(whole(drop_offs.get(stage, 0)), whole(entries.get(stage, 0))),
+            in_stage=whole(in_stage.get(stage, 0)),
         )
-        for stage in FUNNEL_STAGES
+        for stage in _FUNNEL_STAGE_VALUES
     }
     closed = totals.total_by(OPPORTUNITIES_CLOSED, span, 0, by_channel)
     won, lost = whole(closed.get(WON, 0)), whole(closed.get(LOST, 0))
@@ -1035,18 +1038,20 @@ def stage_durations(
     With `channel`, only the contacts of that first-touch channel.
     """
     durations: dict[str, StageDuration] = {}
-    stages = CONVERTING_STAGES if bucket_family == TIME_TO_STAGE_BUCKET else FUNNEL_STAGES
-    of_bucket = {} if channel is None else {2: channel}
-    of_seconds = {} if channel is None else {1: channel}
+    stages = _CONVERTING_STAGE_VALUES if bucket_family == TIME_TO_STAGE_BUCKET else _FUNNEL_STAGE_VALUES
+    # one read per family: (stage[, channel]) -> sums by bucket, and -> seconds
+    per_stage = totals.count_groups(bucket_family, span, (0,) if channel is None else (0, 2), 1)
+    seconds_per_stage = totals.count_groups(seconds_family, span, (0,) if channel is None else (0, 1))
     for stage in stages:
-        per_bucket = totals.total_by(bucket_family, span, 1, {0: stage.value, **of_bucket})
+        group = stage if channel is None else (stage, channel)
+        per_bucket = per_stage.get(group, {})
         cumulative: dict[str, int] = {}
         running = 0
         for label in BUCKET_LABELS:
             running += whole(per_bucket.get(label, 0))
             cumulative[label] = running
-        seconds = totals.total(seconds_family, span, {0: stage.value, **of_seconds})
-        durations[stage.value] = StageDuration(
+        seconds = seconds_per_stage.get(group, 0)
+        durations[stage] = StageDuration(
             count=running, mean_seconds=seconds / running if running else None, buckets=cumulative
         )
     return durations

@@ -10,6 +10,8 @@ def ratio(numerator: float | Decimal, denominator: float | Decimal) -> float | N
     """numerator / denominator, computed exactly then rounded once to a float; None when the denominator is 0."""
     if not denominator:
         return None
+    if numerator.__class__ is int and denominator.__class__ is int:
+        return numerator / denominator  # int / int is already the exact quotient rounded once
     return float(Fraction(numerator) / Fraction(denominator))
 
 

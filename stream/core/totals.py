@@ -469,7 +469,7 @@ class Readable(ABC):
     def total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> float:
         """Sum of a count family over a span, over every label set that matches."""
         if self._reads is not None:
-            return self._grouped(COUNT, family, span, match, None).get(_group_of(match), 0)  # type: ignore[no-any-return]
+            return self._grouped(COUNT, family, span, _positions(match), None).get(_group_of(match), 0)  # type: ignore[no-any-return]
         total: float = 0
         for _, value in self._rows(COUNT, family, span, match):
             total += value
@@ -478,7 +478,7 @@ class Readable(ABC):
     def total_by(self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None) -> dict[str, float]:
         """Sums of a count family grouped by the label at `index` (zero groups left out)."""
         if self._reads is not None:
-            return dict(self._grouped(COUNT, family, span, match, index).get(_group_of(match), {}))
+            return dict(self._grouped(COUNT, family, span, _positions(match), index).get(_group_of(match), {}))
         grouped: dict[str, float] = {}
         for labels, value in self._rows(COUNT, family, span, match):
             if value:
@@ -487,7 +487,7 @@ class Readable(ABC):
 
     def money_total(self, family: str, span: Span, match: Mapping[int, str] | None = None) -> Decimal:
         if self._reads is not None:
-            return self._grouped(MONEY, family, span, match, None).get(_group_of(match), Decimal(0))  # type: ignore[no-any-return]
+            return self._grouped(MONEY, family, span, _positions(match), None).get(_group_of(match), Decimal(0))  # type: ignore[no-any-return]
         total = Decimal(0)
         for _, value in self._rows(MONEY, family, span, match):
             total += value
@@ -497,31 +497,40 @@ class Readable(ABC):
         self, family: str, span: Span, index: int, match: Mapping[int, str] | None = None
     ) -> dict[str, Decimal]:
         if self._reads is not None:
-            return dict(self._grouped(MONEY, family, span, match, index).get(_group_of(match), {}))
+            return dict(self._grouped(MONEY, family, span, _positions(match), index).get(_group_of(match), {}))
         grouped: dict[str, Decimal] = {}
         for labels, value in self._rows(MONEY, family, span, match):
             if value:
                 grouped[labels[index]] = grouped.get(labels[index], Decimal(0)) + value
         return grouped
 
+    def count_groups(
+        self, family: str, span: Span, positions: tuple[int, ...], index: int | None = None
+    ) -> Mapping[Any, Any]:
+        """Sums of a count family over a span per value of its labels at `positions` (sorted; a group is
+        spelled as `_group_of` spells a match on them: one label alone, else a tuple); with `index`, each
+        group's sums by the label at `index`, zero rows left out. One read for what a caller would otherwise
+        ask per stage and channel; within `reading()` it is computed once. Do not change what it returns."""
+        return self._grouped(COUNT, family, span, positions, index)
+
     def _grouped(
-        self, kind: str, family: str, span: Span, match: Mapping[int, str] | None, index: int | None
+        self, kind: str, family: str, span: Span, positions: tuple[int, ...], index: int | None
     ) -> dict[Any, Any]:
-        """Within `reading()`: the family's sums over the span per value of the labels `match` names, from one
-        pass over its rows; with `index`, each of those by the label at `index`, zero rows left out.
+        """The family's sums over the span per value of its labels at `positions`, from one pass over its rows
+        (kept within `reading()`); with `index`, each of those by the label at `index`, zero rows left out.
 
         The snapshot asks one family and span per channel and per stage (the funnel: hundreds of reads);
         each answer is then a lookup. Each group adds its rows in the order `_rows` gives them, as the
         unread path does, so a float sum is the same either way.
         """
-        positions = tuple(sorted(match)) if match else ()
         key = (kind, family, span.start_ms, span.end_ms, positions, index)
         reads = self._reads
-        assert reads is not None
-        groups: dict[Any, Any] | None = reads.get(key)
+        groups: dict[Any, Any] | None = None if reads is None else reads.get(key)
         if groups is not None:
             return groups
-        groups = reads[key] = {}
+        groups = {}
+        if reads is not None:
+            reads[key] = groups
         zero = 0 if kind == COUNT else Decimal(0)
         group_of = _labels_group(positions)
         rows = self._rows(kind, family, span, None)
@@ -545,6 +554,10 @@ def _labels_group(positions: tuple[int, ...]) -> Callable[[Labels], Any]:
     if not positions:
         return lambda labels: ()
     return itemgetter(*positions)
+
+
+def _positions(match: Mapping[int, str] | None) -> tuple[int, ...]:
+    return tuple(sorted(match)) if match else ()
 
 
 def _group_of(match: Mapping[int, str] | None) -> Any:
@@ -799,7 +812,13 @@ class Totals(Readable):
         key = (kind, family, span.start_ms, span.end_ms)
         rows = reads.get(key)
         if rows is None:
-            rows = reads[key] = [(labels, series.total(span)) for labels, series in by_labels.items()]
+            start = span.start_ms
+            if start >= 0 and start == month_start(start) and span.end_ms == next_month_start(start):
+                # a whole calendar month is one bucket
+                rows = [(labels, series.months.get(start, series.zero)) for labels, series in by_labels.items()]
+            else:
+                rows = [(labels, series.total(span)) for labels, series in by_labels.items()]
+            reads[key] = rows
         if not match:
             return rows
         return (row for row in rows if _matches(row[0], match))

@@ -22,7 +22,7 @@ from stream.core.totals import (
     buckets_of,
     touched_buckets,
 )
-from stream.core.windows import DAY_MS, HOUR_MS, MINUTE_MS, Span, to_ms
+from stream.core.windows import DAY_MS, HOUR_MS, MINUTE_MS, Span, month_label, month_span, to_ms
 
 T0 = to_ms(datetime(2026, 1, 30, 22, 0, tzinfo=UTC))
 """Two days before a month boundary, so spans cross minutes, hours and months."""
@@ -270,7 +270,7 @@ def test_sums_read_within_a_reading_scope_equal_sums_read_without_one(
             target.add("sessions", (first, second), ts, value)
             target.add("seconds", (first, second), ts, value / 3)
             target.add_money("spend", (first, second), ts, Decimal(value) / 2)
-    span = Span(start - start % MINUTE_MS, start - start % MINUTE_MS + 3 * DAY_MS)
+    spans = [Span(start - start % MINUTE_MS, start - start % MINUTE_MS + 3 * DAY_MS), month_span(month_label(start))]
     queries = [None, {}, {0: "a"}, {1: "y"}, {0: "b", 1: "x"}, {1: "x", 0: "b"}, {0: "c"}]
 
     def answers(reader: Readable) -> list[tuple[object, ...]]:
@@ -285,6 +285,7 @@ def test_sums_read_within_a_reading_scope_equal_sums_read_without_one(
                 reader.money_total_by("spend", span, 0, q),
             )
             for q in queries
+            for span in spans
         ]
 
     for reader in (totals, TotalsSum(halves)):
