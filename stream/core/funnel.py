@@ -125,6 +125,9 @@ STAGE_INDEX: dict[Stage, int] = {stage: index for index, stage in enumerate(FUNN
 CONVERTING_STAGES: tuple[Stage, ...] = FUNNEL_STAGES[STAGE_INDEX[Stage.LEAD] + 1 :]
 """The stages a lead converts to: mql, sql, opportunity, customer."""
 COHORT_STAGES: tuple[Stage, ...] = FUNNEL_STAGES[STAGE_INDEX[Stage.LEAD] :]
+_NO_FLOW = StageFlow(entries=0, exits=0, became_stale=0, drop_offs=0, in_stage=0)
+_NO_DURATIONS = StageDuration(count=0, buckets=dict.fromkeys(BUCKET_LABELS, 0))
+"""What a stage with nothing in the window reads (models are frozen: one instance serves every such stage)."""
 _FUNNEL_STAGE_VALUES = tuple(stage.value for stage in FUNNEL_STAGES)
 _CONVERTING_STAGE_VALUES = tuple(stage.value for stage in CONVERTING_STAGES)
 """Stage names as the totals' labels spell them (an enum's `.value` costs a descriptor call per read)."""
@@ -984,7 +987,9 @@ def _channel_funnel(totals: Readable, span: Span, as_of: Span, channel: str | No
     drop_offs = per_stage(STAGE_DROP_OFFS, span)
     in_stage = per_stage(IN_STAGE, as_of)
     stages = {
-        stage: StageFlow(
+        stage: _NO_FLOW
+        if not (stage in entries or stage in exits or stage in stale or stage in drop_offs or stage in in_stage)
+        else StageFlow(
             entries=whole(entries.get(stage, 0)),
             exits=whole(exits.get(stage, 0)),
             became_stale=whole(stale.get(stage, 0)),
@@ -1044,7 +1049,10 @@ def stage_durations(
     seconds_per_stage = totals.count_groups(seconds_family, span, (0,) if channel is None else (0, 1))
     for stage in stages:
         group = stage if channel is None else (stage, channel)
-        per_bucket = per_stage.get(group, {})
+        per_bucket = per_stage.get(group)
+        if not per_bucket:  # most stages of most channels in a short window: nothing observed
+            durations[stage] = _NO_DURATIONS
+            continue
         cumulative: dict[str, int] = {}
         running = 0
         for label in BUCKET_LABELS:
