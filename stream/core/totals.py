@@ -390,6 +390,17 @@ def _matches(labels: Labels, match: Mapping[int, str]) -> bool:
     return all(labels[i] == value for i, value in match.items())
 
 
+R = TypeVar("R", bound=tuple[Labels, Any])
+
+
+def _matching(rows: Iterable[R], match: Mapping[int, str]) -> list[R]:
+    """The rows whose labels match (one label, the common case, compared inline)."""
+    if len(match) == 1:
+        [(position, value)] = match.items()
+        return [row for row in rows if row[0][position] == value]
+    return [row for row in rows if _matches(row[0], match)]
+
+
 @dataclass(slots=True)
 class Delta:
     """What one fold step adds to the totals: fact increments."""
@@ -804,24 +815,35 @@ class Totals(Readable):
         by_labels: Mapping[Labels, BucketSeries[Any]] = (self.counts if kind == COUNT else self.money).get(family, {})
         reads = self._reads
         if reads is None:
-            return (
-                (labels, series.total(span))
-                for labels, series in by_labels.items()
-                if match is None or _matches(labels, match)
-            )
+            items = by_labels.items()
+            return self._sums(items if not match else _matching(items, match), span)
         key = (kind, family, span.start_ms, span.end_ms)
         rows = reads.get(key)
         if rows is None:
-            start = span.start_ms
-            if start >= 0 and start == month_start(start) and span.end_ms == next_month_start(start):
-                # a whole calendar month is one bucket
-                rows = [(labels, series.months.get(start, series.zero)) for labels, series in by_labels.items()]
-            else:
-                rows = [(labels, series.total(span)) for labels, series in by_labels.items()]
-            reads[key] = rows
+            rows = reads[key] = self._sums(by_labels.items(), span)
         if not match:
             return rows
-        return (row for row in rows if _matches(row[0], match))
+        return _matching(rows, match)
+
+    def _sums(self, items: Iterable[tuple[Labels, BucketSeries[Any]]], span: Span) -> list[tuple[Labels, Any]]:
+        """(labels, sum over the span) of each series: one bucket's value when the span is one whole bucket.
+
+        What `BucketSeries.total` would answer, without working out its plan per series: the page's series
+        read 258 hours and days, the snapshot 15 whole months. An hour or a day is one bucket only while
+        its hours are kept (from `hour_cutoff` on), and a day only while the series keeps days.
+        """
+        start, end = span.start_ms, span.end_ms
+        if start >= self.hour_cutoff and start >= 0 and start % HOUR_MS == 0:
+            if end - start == HOUR_MS:
+                return [(labels, series.hours.get(start, series.zero)) for labels, series in items]
+            if end - start == DAY_MS and start % DAY_MS == 0:
+                return [
+                    (labels, series.total(span) if series.days is None else series.days.get(start, series.zero))
+                    for labels, series in items
+                ]
+        if start >= 0 and start == month_start(start) and end == next_month_start(start):
+            return [(labels, series.months.get(start, series.zero)) for labels, series in items]
+        return [(labels, series.total(span)) for labels, series in items]
 
     def families(self) -> Iterable[str]:
         return {*self.counts, *self.money}

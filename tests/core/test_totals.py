@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from stream.core.totals import (
     BEGINNING_MS,
+    COUNT,
+    MONEY,
     BucketRef,
     BucketSeries,
     BucketValue,
@@ -295,6 +297,49 @@ def test_sums_read_within_a_reading_scope_equal_sums_read_without_one(
         assert cached == again == plain
         assert [[type(v) for v in row] for row in cached] == [[type(v) for v in row] for row in plain]
         assert [repr(row) for row in cached] == [repr(row) for row in plain]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(timestamps, st.sampled_from("ab"), st.integers(-3, 3), st.booleans()), min_size=1, max_size=40
+    ),
+    now=timestamps,
+    probe=timestamps,
+)
+def test_a_span_of_one_whole_hour_day_or_month_reads_what_the_series_sum_over_it_reads(
+    points: list[tuple[int, str, int, bool]], now: int, probe: int
+) -> None:
+    """Reads of one whole bucket (the page's hours and days, the snapshot's months) skip the span's plan:
+    they answer exactly what `BucketSeries.total` answers, kept hours or not, exact or float series."""
+    totals = Totals(Retention(minutes_ms=2 * DAY_MS, hours_ms=5 * DAY_MS))
+    totals.advance(now)
+    for ts, label, value, fraction in points:
+        totals.add("sessions", (label,), ts, value)
+        totals.add("seconds", (label,), ts, value / 4 if fraction else value)
+        totals.add_money("spend", (label,), ts, Decimal(value) / 8)
+    hour, day = probe - probe % HOUR_MS, probe - probe % DAY_MS
+    month = month_span(month_label(probe))
+    spans = [
+        Span(hour, hour + HOUR_MS),
+        Span(day, day + DAY_MS),
+        month,
+        Span(hour, hour + 2 * HOUR_MS),
+        Span(month.start_ms, month.end_ms - MINUTE_MS),
+        *(Span(ts - ts % HOUR_MS, ts - ts % HOUR_MS + HOUR_MS) for ts, *_ in points[:3]),
+        *(Span(ts - ts % DAY_MS, ts - ts % DAY_MS + DAY_MS) for ts, *_ in points[:3]),
+    ]
+    for span in spans:
+        for family, by_labels in (*totals.counts.items(), *totals.money.items()):
+            expected = {labels: series.total(span) for labels, series in by_labels.items()}
+            read = dict(totals._rows(COUNT if family in totals.counts else MONEY, family, span, None))
+            assert repr(read) == repr(expected), (family, span)
+            with totals.reading():
+                cached = dict(totals._rows(COUNT if family in totals.counts else MONEY, family, span, None))
+            assert repr(cached) == repr(expected), (family, span)
+            for labels in by_labels:
+                only = dict(totals._rows(COUNT if family in totals.counts else MONEY, family, span, {0: labels[0]}))
+                assert only == {labels: expected[labels]}
 
 
 def test_campaign_names_beyond_the_cap_are_written_as_other_and_their_retractions_follow() -> None:
