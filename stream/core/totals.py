@@ -195,10 +195,10 @@ class BucketSeries(Generic[V]):
         first_day = hour_cutoff - hour_cutoff % DAY_MS
         if any(day < first_day for day in days):
             days = self.days = {day: value for day, value in days.items() if day >= first_day}
-        if first_day < hour_cutoff and first_day in days:  # a day cut in two: the sum of its hours kept
+        if first_day < hour_cutoff:  # a day cut in two: the sum of its hours kept (a day that summed to zero too)
             kept = _sum_keys(self.hours, HOUR_MS, hour_cutoff, first_day + DAY_MS, self.zero)
             if kept == 0:
-                del days[first_day]
+                days.pop(first_day, None)
             else:
                 days[first_day] = kept
 

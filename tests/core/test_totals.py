@@ -366,6 +366,16 @@ def sums_of_hours_by_day(series: BucketSeries[float]) -> dict[int, float]:
     grace_hours=st.integers(0, 30),
 )
 @example(batches=[[(T0, 1, False)], [(T0 + 6 * DAY_MS, 1, False)]], grace_hours=5)  # a day cut in two by retention
+@example(  # a day that sums to zero, cut in two: the part kept does not
+    batches=[
+        [
+            (T0 - T0 % DAY_MS, 1, False),
+            (T0 - T0 % DAY_MS + 20 * HOUR_MS, -1, False),
+            (T0 - T0 % DAY_MS + 6 * DAY_MS, 0, True),
+        ]
+    ],
+    grace_hours=4,
+)
 def test_a_day_reads_what_its_hours_read_through_late_facts_retention_merges_and_recovery(
     batches: list[list[tuple[int, int, bool]]], grace_hours: int
 ) -> None:
