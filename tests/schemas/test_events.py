@@ -151,7 +151,7 @@ def test_values_cached_from_the_fields_follow_a_copy_that_changes_them() -> None
     assert moved.occurred_ms == 1_795_428_000_000
     assert not moved.viewed_pricing
     assert event == parse_one(visit(pages=["/pricing"]))  # a cached value is not a field: equality ignores it
-    assert set(dict(event)) == set(SiteVisit.model_fields)
+    assert set(event.model_dump()) == set(SiteVisit.model_fields)
 
 
 def test_a_form_fill_without_channel_or_utm_waits_for_the_visitors_session() -> None:
