@@ -272,9 +272,6 @@ class BucketSeries(Generic[V]):
                 _add_one(days, hour - hour % DAY_MS, value, self.zero)
         _add_buckets(self.months, other.months, self.zero)
 
-    def is_empty(self) -> bool:
-        return not self.months
-
 
 _EMPTY_HOUR = bytes(8 * 60)
 """60 zeroed int64 or float64 slots."""
