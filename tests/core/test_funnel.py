@@ -316,6 +316,27 @@ def test_time_to_convert_is_a_histogram_from_the_lead_moment() -> None:
     assert "lead" not in window.time_to_stage
 
 
+def test_a_stage_with_nothing_in_the_window_reads_zero_counts_no_mean_and_no_rate() -> None:
+    """Stages nothing reached in the window (shared empty models in the build) read as empty, overall and by
+    channel, next to a stage that did."""
+    totals = folded(fill("c1", days=0, channel="paid"), stage("c1", "lead", 0), stage("c1", "mql", 0, hours=2))
+    window = funnel_window(totals, days_span(0, 1), POLICY)
+    for funnel_of in (window, window.by_channel["paid"]):
+        empty_histogram = {"count": 0, "mean_seconds": None, "buckets": dict.fromkeys(funnel.BUCKET_LABELS, 0)}
+        assert funnel_of.time_to_stage["sql"].model_dump() == empty_histogram
+        assert funnel_of.time_in_stage["customer"].model_dump() == empty_histogram
+        assert funnel_of.time_to_stage["mql"].count == 1
+        assert funnel_of.stages["customer"].model_dump() == {
+            "entries": 0,
+            "exits": 0,
+            "became_stale": 0,
+            "drop_offs": 0,
+            "drop_off_rate": None,
+            "in_stage": 0,
+        }
+        assert funnel_of.stages["lead"].entries == 1
+
+
 def test_time_to_convert_by_channel_counts_each_contact_under_its_first_touch_channel() -> None:
     totals = folded(
         fill("c1", days=0, channel="paid"),
